@@ -1,0 +1,1 @@
+"""Benchmarks of data loading, caches and the sensor encoder."""

@@ -1,0 +1,1 @@
+"""Sensor and trajectory data: on-disk format, windows, caches, datasets, generated recordings."""
