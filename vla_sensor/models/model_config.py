@@ -1,0 +1,115 @@
+"""Typed Hydra schema of the ``model`` group (``conf/model/*.yaml``).
+
+Torch-free so composing or printing a config stays cheap. Enums use member names equal to their
+values so that OmegaConf accepts ``model.fusion=tokens`` and rejects a typo with the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Fusion(str, Enum):
+    """How the sensor stream reaches the action head."""
+
+    late = "late"  # pooled sensor feature concatenated with the pooled VL feature
+    tokens = "tokens"  # sensor tokens injected into the backbone's input sequence
+
+
+class LossType(str, Enum):
+    l1 = "l1"
+    mse = "mse"
+
+
+class Pooling(str, Enum):
+    """How the VL feature is read from the backbone's last hidden states."""
+
+    last = "last"  # hidden state of the last non-pad token (the assistant turn's start)
+    mean = "mean"  # masked mean over all non-pad tokens
+
+
+class BackboneFamily(str, Enum):
+    qwen2_5_vl = "qwen2_5_vl"
+    qwen2_vl = "qwen2_vl"
+
+
+class TorchDtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    auto = "auto"
+
+
+class AttnImplementation(str, Enum):
+    eager = "eager"
+    sdpa = "sdpa"
+    flash_attention_2 = "flash_attention_2"
+
+
+class LLMTraining(str, Enum):
+    """What stage 2 trains in the language model."""
+
+    lora = "lora"
+    full = "full"
+
+
+@dataclass
+class ImageConfig:
+    """Image-processor bounds (pixels); a view already inside them is used at its own size."""
+
+    min_pixels: int = 56 * 56
+    max_pixels: int = 28 * 28 * 1280
+
+
+@dataclass
+class BackboneConfig:
+    """Where the Qwen-VL backbone comes from.
+
+    ``name_or_path``: a local checkpoint directory or a hub id, loaded with ``from_pretrained``
+    (``HF_HUB_OFFLINE=1`` keeps that to the local cache). ``random_init=true`` instead builds the
+    architecture in ``arch`` (Qwen config keyword arguments) with random weights and an offline
+    byte-level tokenizer: the tiny test/demo model, or a real-size model for throughput benchmarks.
+    """
+
+    name_or_path: str | None = None
+    family: BackboneFamily = BackboneFamily.qwen2_5_vl
+    random_init: bool = True
+    torch_dtype: TorchDtype = TorchDtype.float32
+    attn_implementation: AttnImplementation = AttnImplementation.sdpa
+    arch: dict[str, Any] = field(default_factory=dict)
+    image: ImageConfig = field(default_factory=ImageConfig)
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ModelConfig:
+    """Constructor arguments of :class:`vla_sensor.models.vla.QwenVLAWithSensor` (see build_model)."""
+
+    name: str = "tiny"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    sensor_enabled: bool = True
+    sensor_hidden_dim: int = 64
+    sensor_output_dim: int = 128
+    fusion: Fusion = Fusion.late
+    num_sensor_tokens: int = 8
+    pooling: Pooling = Pooling.last
+    loss: LossType = LossType.l1
+    head_hidden_dim: int = 256
+    head_num_layers: int = 2
+    head_dropout: float = 0.0
+    # Stage-2 settings (the stage itself is trainer.stage).
+    llm_training: LLMTraining = LLMTraining.lora
+    train_vision: bool = False
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    instruction: str = "Insert the needle into the target."
