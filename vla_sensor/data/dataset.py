@@ -1,0 +1,215 @@
+"""``InsertionDataset``: one sample per action step of one or more trajectory directories.
+
+Also exported as the seed's ``insertionMeca500DatasetWithSensor`` with its keyword arguments and
+defaults. Sample keys follow docs/ARCHITECTURE.md exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from vla_sensor.data.cache import DEFAULT_STRATEGY, CacheStrategy, SensorCache, make_sensor_cache
+from vla_sensor.data.errors import DataFormatError
+from vla_sensor.data.format import Trajectory, TrajectoryReader, TrajectoryReaderProtocol
+from vla_sensor.data.loader import make_dataloader
+from vla_sensor.data.storage import StorageDtype
+from vla_sensor.data.windows import WindowSpec
+
+DEFAULT_INSTRUCTION = "Insert the needle into the target."
+PathLike = str | os.PathLike[str]
+
+
+def resolve_strategy(cache_sensor_windows: bool, cache_strategy: CacheStrategy | str | None) -> CacheStrategy:
+    """The seed's flag maps to the memory-lean default; an explicit strategy wins."""
+    if cache_strategy is not None:
+        try:
+            return CacheStrategy(getattr(cache_strategy, "value", cache_strategy))
+        except ValueError as exc:
+            raise DataFormatError(
+                f"cache_strategy: {cache_strategy!r} is not one of {[s.value for s in CacheStrategy]}"
+            ) from exc
+    return DEFAULT_STRATEGY if cache_sensor_windows else CacheStrategy.none
+
+
+class InsertionDataset(Dataset):
+    """Images, an action chunk and the sensor window ending at each action step."""
+
+    def __init__(
+        self,
+        trajectory_dir: PathLike | Sequence[PathLike],
+        horizon: int = 8,
+        instruction: str | None = None,
+        sensor_window_size: int = 650,
+        view_selection: Sequence[str] | None = None,
+        cache_sensor_windows: bool = True,
+        *,
+        sensor_window_seconds: float | None = None,
+        adaptive_window: bool = False,
+        cache_strategy: CacheStrategy | str | None = None,
+        cache_dtype: StorageDtype | str = StorageDtype.float32,
+        cache_dir: PathLike | None = None,
+        image_size: Sequence[int] | None = None,
+        reader: TrajectoryReaderProtocol | None = None,
+        sample_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        progress: bool = True,
+    ) -> None:
+        dirs = [trajectory_dir] if isinstance(trajectory_dir, str | os.PathLike) else list(trajectory_dir)
+        if not dirs:
+            raise DataFormatError("trajectory_dir: expected a trajectory directory or a non-empty list of them")
+        if horizon < 1:
+            raise DataFormatError(f"horizon: expected a positive integer, got {horizon}")
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise DataFormatError(f"image_size: expected (H, W) positive integers, got {list(image_size)}")
+        self.horizon = int(horizon)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.sample_transform = sample_transform
+        self.reader = reader if reader is not None else TrajectoryReader()
+        self.spec = WindowSpec(int(sensor_window_size), sensor_window_seconds, bool(adaptive_window))
+
+        views = None if view_selection is None else list(view_selection)
+        self.trajectories: list[Trajectory] = []
+        for d in dirs:
+            traj = self.reader.read(d, views=views)
+            if views is None:  # all views of the first trajectory; the others must have them too
+                views = list(traj.image_paths)
+            self.trajectories.append(traj)
+        self.view_selection: list[str] = views or []
+        dims = {t.actions.shape[1] for t in self.trajectories}
+        if len(dims) > 1:
+            raise DataFormatError(f"action dimension differs between trajectories: {sorted(dims)}")
+        self.action_dim = dims.pop()
+        self.instructions = [instruction or t.instruction or DEFAULT_INSTRUCTION for t in self.trajectories]
+
+        self.strategy = resolve_strategy(cache_sensor_windows, cache_strategy)
+        settings = getattr(self.reader, "settings", None)
+        self.cache: SensorCache = make_sensor_cache(
+            self.strategy,
+            self.trajectories,
+            self.spec,
+            dtype=cache_dtype,
+            channels=getattr(self.reader, "expected_channels", None),
+            cache_dir=cache_dir,
+            reader_settings=settings() if callable(settings) else {"reader": type(self.reader).__qualname__},
+            progress=progress,
+        )
+        self.sample_traj = self.cache.sample_traj
+        offsets = np.cumsum([0] + [t.num_steps for t in self.trajectories])
+        self.sample_step = np.arange(len(self.sample_traj)) - offsets[self.sample_traj]
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes held by the sensor cache (on disk and page-shared for ``mmap``)."""
+        return self.cache.nbytes
+
+    @property
+    def raw_sensor_nbytes(self) -> int:
+        """Bytes of the raw sensor streams as float32 (the baseline for cache memory)."""
+        return self.cache.raw_nbytes
+
+    @property
+    def num_channels(self) -> int:
+        return self.cache.channels
+
+    def sensor_lengths(self) -> np.ndarray:
+        """Valid sensor rows of every sample (int64), for :class:`LengthBucketBatchSampler`."""
+        return self.cache.lengths.copy()
+
+    # ---------------------------------------------------------------- samples
+    def sensor_window(self, idx: int) -> tuple[np.ndarray, int]:
+        """Sample ``idx``'s float32 (T, C) window (valid rows last) and valid length — the fast path."""
+        return self.cache.window(idx)
+
+    def _images(self, traj: Trajectory, step: int) -> torch.Tensor:
+        arrays = []
+        for view in self.view_selection:
+            path = traj.image_paths[view][step]
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if self.image_size is not None and im.size != (self.image_size[1], self.image_size[0]):
+                        im = im.resize((self.image_size[1], self.image_size[0]), Image.Resampling.BILINEAR)
+                    arrays.append(np.asarray(im))
+            except OSError as exc:
+                raise DataFormatError(f"{path}: unreadable image ({exc}); expected a JPEG or PNG") from exc
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise DataFormatError(f"{traj.path}: views have different image sizes {shapes}; set image_size")
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"sample index {idx} out of range for {len(self)} samples")
+        idx = int(idx) % len(self)
+        k = int(self.sample_traj[idx])
+        t = int(self.sample_step[idx])
+        traj = self.trajectories[k]
+        m = traj.num_steps
+        steps = np.arange(t, t + self.horizon)
+        window, length = self.cache.window(idx)
+        sample: dict[str, Any] = {
+            "images": self._images(traj, t),
+            "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
+            "action_is_pad": torch.from_numpy(steps >= m),
+            "sensor_data": torch.from_numpy(window),
+            "sensor_length": int(length),
+            "has_sensor": bool(traj.has_sensor),
+            "instruction": self.instructions[k],
+            "trajectory_index": k,
+            "step_index": t,
+        }
+        if self.sample_transform is not None:
+            sample = self.sample_transform(sample)
+        return sample
+
+
+insertionMeca500DatasetWithSensor = InsertionDataset  # the seed's name
+
+
+def create_integrated_dataloader(
+    trajectory_dirs: Sequence[PathLike],
+    batch_size: int = 16,
+    num_workers: int = 4,
+    shuffle: bool = True,
+    horizon: int = 8,
+    instruction: str | None = None,
+    sensor_window_size: int = 650,
+    view_selection: Sequence[str] | None = None,
+    cache_sensor_windows: bool = True,
+    *,
+    bucket_by_length: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+    loader_kwargs: dict[str, Any] | None = None,
+    **dataset_kwargs: Any,
+) -> DataLoader:
+    """The seed's helper: one dataset over all ``trajectory_dirs`` (with or without sensor files)."""
+    dataset = InsertionDataset(
+        list(trajectory_dirs),
+        horizon=horizon,
+        instruction=instruction,
+        sensor_window_size=sensor_window_size,
+        view_selection=view_selection,
+        cache_sensor_windows=cache_sensor_windows,
+        **dataset_kwargs,
+    )
+    return make_dataloader(
+        dataset,
+        batch_size,
+        num_workers,
+        shuffle,
+        bucket_by_length=bucket_by_length,
+        seed=seed,
+        drop_last=drop_last,
+        **(loader_kwargs or {}),
+    )
