@@ -1,0 +1,468 @@
+"""QwenVLAWithSensor: a Qwen-VL backbone fused with the force + OCT sensor encoder.
+
+Fusion modes:
+- ``late`` (default): the pooled VL feature and the pooled sensor feature, each layer-normed, are
+  concatenated and fed to the action head. In stage 1 (frozen backbone) the backbone runs without
+  autograd, so it costs one inference pass.
+- ``tokens``: the encoder's sensor tokens are projected to the backbone's hidden size and replace
+  ``<|sensor_pad|>`` placeholders in the prompt. ``input_ids`` still go in next to ``inputs_embeds``
+  so that the image placeholders and Qwen's 3-D M-RoPE positions are computed as usual; the sensor
+  placeholders count as text (``mm_token_type_ids`` 0), i.e. ordinary 1-D positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vla_sensor.models.action_head import ActionHead, ActionNormalizer, masked_action_loss, stats_to_dict
+from vla_sensor.models.backbone import LoadedBackbone, _plain, load_backbone
+from vla_sensor.models.stages import apply_lora, configure_stage
+from vla_sensor.models.tokenizer import SENSOR_TOKEN, ensure_sensor_token
+from vla_sensor.models.vision import PromptSpec, QwenSampleTransform, collate_model_inputs
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "vla_config.json"
+STATS_NAME = "action_stats.json"
+TOKENIZER_DIR = "tokenizer"
+DEFAULT_INSTRUCTION = "Insert the needle into the target."
+_NO_SENSOR_T = 4  # rows of zeros standing in for a missing sensor_data (enough for cubic resampling)
+
+
+class QwenVLAWithSensor(nn.Module):
+    """Vision-language-action policy; see the module docstring for the fusion modes."""
+
+    def __init__(
+        self,
+        sensor_enabled: bool = True,
+        sensor_hidden_dim: int = 512,
+        sensor_output_dim: int = 3072,
+        *,
+        backbone: Any = None,
+        action_dim: int = 7,
+        horizon: int = 8,
+        fusion: str = "late",
+        sensor_encoder_kwargs: Mapping[str, Any] | None = None,
+        loss: str = "l1",
+        action_stats: Any = None,
+        num_sensor_tokens: int = 8,
+        pooling: str = "last",
+        head_hidden_dim: int = 256,
+        head_num_layers: int = 2,
+        head_dropout: float = 0.0,
+        view_selection: Sequence[str] | None = None,
+        image_size: Sequence[int] | int | None = None,
+        instruction: str = DEFAULT_INSTRUCTION,
+    ) -> None:
+        super().__init__()
+        fusion, loss, pooling = (getattr(v, "value", v) for v in (fusion, loss, pooling))
+        if fusion not in ("late", "tokens"):
+            raise ValueError(f"fusion must be 'late' or 'tokens', got {fusion!r}")
+        if loss not in ("l1", "mse"):
+            raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
+        enc_kwargs = _encoder_kwargs(sensor_encoder_kwargs, sensor_hidden_dim, sensor_output_dim, num_sensor_tokens)
+        self.init_kwargs: dict[str, Any] = _plain(
+            dict(
+                sensor_enabled=bool(sensor_enabled), sensor_hidden_dim=int(sensor_hidden_dim),
+                sensor_output_dim=int(sensor_output_dim), action_dim=int(action_dim), horizon=int(horizon),
+                fusion=fusion, sensor_encoder_kwargs=enc_kwargs, loss=loss, num_sensor_tokens=int(num_sensor_tokens),
+                pooling=pooling, head_hidden_dim=int(head_hidden_dim), head_num_layers=int(head_num_layers),
+                head_dropout=float(head_dropout), view_selection=list(view_selection) if view_selection else None,
+                image_size=image_size, instruction=instruction,
+            )
+        )
+        self.sensor_enabled, self.fusion, self.loss_type, self.pooling = bool(sensor_enabled), fusion, loss, pooling
+        self.action_dim, self.horizon = int(action_dim), int(horizon)
+        self.view_selection = list(view_selection) if view_selection else None
+        self.image_size = image_size
+        self.instruction = instruction
+        self.stage: int | None = None
+        self.lora_settings: dict[str, Any] | None = None
+
+        loaded = backbone if isinstance(backbone, LoadedBackbone) else load_backbone(backbone)
+        self.backbone = loaded.model
+        self.backbone_family = loaded.family
+        self.backbone_config = loaded.config
+        self.tokenizer = loaded.tokenizer
+        self.image_settings = loaded.image_settings
+        self._backbone_spec = _plain(backbone) if not isinstance(backbone, LoadedBackbone | str | os.PathLike) else (
+            {"name_or_path": str(backbone)} if isinstance(backbone, str | os.PathLike) else {}
+        )
+        self.hidden_size = loaded.hidden_size
+        self.image_token_id = int(loaded.config.image_token_id)
+        self.sensor_token_id: int | None = None
+
+        self.sensor_encoder: nn.Module | None = None
+        self.sensor_norm: nn.Module | None = None
+        self.sensor_token_proj: nn.Module | None = None
+        head_in = self.hidden_size
+        if self.sensor_enabled:
+            from vla_sensor.models.sensor_encoder import SensorEncoder
+
+            self.sensor_encoder = SensorEncoder(**enc_kwargs)
+            if fusion == "late":
+                self.sensor_norm = nn.LayerNorm(sensor_output_dim)
+                head_in += sensor_output_dim
+            else:
+                self.sensor_token_proj = nn.Sequential(
+                    nn.LayerNorm(sensor_output_dim), nn.Linear(sensor_output_dim, self.hidden_size)
+                )
+                vocab = int(loaded.config.text_config.vocab_size)
+                self.sensor_token_id = ensure_sensor_token(self.tokenizer, vocab)
+        self.vl_norm = nn.LayerNorm(self.hidden_size)
+        self.head = ActionHead(head_in, action_dim, horizon, head_hidden_dim, head_num_layers, head_dropout)
+        self.normalizer = ActionNormalizer(action_dim)
+        if action_stats is not None:
+            self.set_action_stats(action_stats)
+        self._transform: QwenSampleTransform | None = None
+
+    # ------------------------------------------------------------------ properties / helpers
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def policy_modules(self) -> list[nn.Module]:
+        """Modules trained in every stage: sensor encoder, fusion layers, action head."""
+        mods = [self.sensor_encoder, self.sensor_norm, self.sensor_token_proj, self.vl_norm, self.head]
+        return [m for m in mods if m is not None]
+
+    def set_action_stats(self, stats: Any) -> None:
+        """Training-split statistics (mapping of name -> floats, or an object with ``to_dict()``)."""
+        self.normalizer.set_stats(stats)
+
+    def action_stats(self) -> dict[str, Any]:
+        return self.normalizer.to_dict()
+
+    def configure_stage(self, stage: int = 1, **kwargs: Any) -> dict[str, int]:
+        """See :func:`vla_sensor.models.stages.configure_stage`."""
+        return configure_stage(self, stage, **kwargs)
+
+    def set_gradient_checkpointing(self, sensor: bool = False, backbone: bool = False) -> None:
+        """Recompute activations in backward (the trainer's ``checkpointing`` none/sensor/all)."""
+        if self.sensor_encoder is not None:
+            self.sensor_encoder.gradient_checkpointing = bool(sensor)
+        if backbone:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif getattr(self.backbone, "is_gradient_checkpointing", False):
+            self.backbone.gradient_checkpointing_disable()
+
+    def prompt_spec(self) -> PromptSpec:
+        from vla_sensor.models.tokenizer import VISION_END_TOKEN, VISION_START_TOKEN
+
+        cfg = self.backbone_config
+        assert int(cfg.vision_start_token_id) == self.tokenizer.convert_tokens_to_ids(VISION_START_TOKEN)
+        assert int(cfg.vision_end_token_id) == self.tokenizer.convert_tokens_to_ids(VISION_END_TOKEN)
+        tokens = self.sensor_enabled and self.fusion == "tokens"
+        return PromptSpec(
+            vision_start_id=int(cfg.vision_start_token_id),
+            vision_end_id=int(cfg.vision_end_token_id),
+            image_token_id=self.image_token_id,
+            sensor_token_id=self.sensor_token_id if tokens else None,
+            num_sensor_tokens=self.init_kwargs["num_sensor_tokens"] if tokens else 0,
+            default_instruction=self.instruction,
+        )
+
+    def build_sample_transform(
+        self,
+        view_selection: Sequence[str] | None = None,
+        image_size: Sequence[int] | int | None = None,
+        keep_images: bool = False,
+    ) -> QwenSampleTransform:
+        """Picklable per-sample pre-processing for DataLoader workers (images -> pixel patches, prompt ids)."""
+        views = list(view_selection) if view_selection is not None else self.view_selection
+        if view_selection is not None:
+            self.view_selection = views
+        return QwenSampleTransform(
+            self.tokenizer, self.image_settings, self.prompt_spec(), views, image_size or self.image_size, keep_images
+        )
+
+    # ------------------------------------------------------------------ forward
+    def _model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The backbone inputs of a batch; raw ``images`` are pre-processed here when needed."""
+        if "pixel_values" in batch and "input_ids" in batch:
+            inputs = {k: batch[k] for k in ("pixel_values", "image_grid_thw", "input_ids", "attention_mask")}
+        elif "images" in batch:
+            if self._transform is None:
+                self._transform = self.build_sample_transform()
+            images = batch["images"]
+            if images.dim() != 5:
+                raise ValueError(f"batch 'images' must be uint8 (B, V, 3, H, W), got shape {tuple(images.shape)}")
+            instr = batch.get("instruction") or [self.instruction] * images.shape[0]
+            samples = [self._transform({"images": images[b].cpu(), "instruction": instr[b]}) for b in range(len(images))]
+            inputs = collate_model_inputs(samples)
+        else:
+            raise KeyError(
+                f"batch needs 'pixel_values'/'image_grid_thw'/'input_ids'/'attention_mask' (from the model's "
+                f"sample_transform) or raw 'images'; got keys {sorted(batch)}"
+            )
+        dev = self.device
+        out = {k: v.to(dev, non_blocking=True) for k, v in inputs.items()}
+        b = out["input_ids"].shape[0]
+        if self.view_selection is not None and out["image_grid_thw"].shape[0] != b * len(self.view_selection):
+            raise ValueError(
+                f"batch has {out['image_grid_thw'].shape[0]} images for {b} samples; the model expects "
+                f"{len(self.view_selection)} views per sample: view_selection={self.view_selection}"
+            )
+        return out
+
+    def _sensor_inputs(self, batch: Mapping[str, Any], batch_size: int) -> tuple[Tensor, Tensor | None, Tensor]:
+        dev = self.device
+        c = self.sensor_encoder.input_channels
+        if batch.get("sensor_data") is None:
+            zeros = torch.zeros(batch_size, _NO_SENSOR_T, c, device=dev)
+            none = torch.zeros(batch_size, dtype=torch.bool, device=dev)
+            return zeros, torch.zeros(batch_size, dtype=torch.long, device=dev), none
+        data = batch["sensor_data"].to(dev, non_blocking=True)
+        lengths = batch.get("sensor_lengths")
+        lengths = lengths.to(dev, non_blocking=True) if lengths is not None else None
+        has = batch.get("has_sensor_mask")
+        if has is None:
+            has = lengths > 0 if lengths is not None else torch.ones(batch_size, dtype=torch.bool, device=dev)
+        return data.float(), lengths, has.to(dev, non_blocking=True).bool()
+
+    def _backbone_needs_grad(self) -> bool:
+        if not torch.is_grad_enabled():
+            return False
+        if self.sensor_enabled and self.fusion == "tokens":
+            return True
+        return any(p.requires_grad for p in self.backbone.parameters())
+
+    def encode(self, batch: Mapping[str, Any]) -> Tensor:
+        """The fused feature fed to the action head, (B, head_in)."""
+        inputs = self._model_inputs(batch)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        bsz = ids.shape[0]
+        embeds = None
+        sensor_feature = None
+        if self.sensor_enabled:
+            data, lengths, has = self._sensor_inputs(batch, bsz)
+            if self.fusion == "late":
+                sensor_feature = self.sensor_encoder(data, lengths, has)
+            else:
+                embeds = self._inject_sensor_tokens(ids, self.sensor_encoder.encode_tokens(data, lengths, has))
+        grad = contextlib.nullcontext() if self._backbone_needs_grad() else torch.no_grad()
+        with grad:
+            out = self.backbone(
+                input_ids=ids,
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+                mm_token_type_ids=(ids == self.image_token_id).int(),
+                use_cache=False,
+            )
+        hidden = out.last_hidden_state
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        if self.pooling == "last":
+            pos = torch.arange(ids.shape[1], device=ids.device)
+            last = (mask.bool() * pos).argmax(dim=1)  # last non-pad token, whatever the padding side
+            vl = hidden[torch.arange(bsz, device=ids.device), last]
+        else:
+            vl = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        feature = self.vl_norm(vl.float())
+        if sensor_feature is not None:
+            feature = torch.cat([feature, self.sensor_norm(sensor_feature.float())], dim=-1)
+        return feature
+
+    def _inject_sensor_tokens(self, ids: Tensor, tokens: Tensor) -> Tensor:
+        embed = self.backbone.get_input_embeddings()
+        slots = ids == self.sensor_token_id
+        counts = slots.sum(1)
+        n = tokens.shape[1]
+        if bool((counts != n).any()):
+            raise ValueError(
+                f"token fusion needs {n} {SENSOR_TOKEN} placeholders per prompt, found {counts.tolist()}; "
+                f"build inputs with model.build_sample_transform()"
+            )
+        base = embed(ids)
+        proj = self.sensor_token_proj(tokens).to(base.dtype)
+        return base.masked_scatter(slots.unsqueeze(-1), proj)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """``loss`` (masked by ``action_is_pad``, normalised units; only with ``actions`` in the batch),
+        ``pred_actions`` (B, horizon, A) normalised, ``l1``/``mse`` (detached) and ``target_actions``."""
+        pred = self.head(self.encode(batch))
+        out: dict[str, Tensor] = {"pred_actions": pred}
+        if batch.get("actions") is not None:
+            target = self.normalizer.normalize(batch["actions"].to(pred.device, torch.float32))
+            is_pad = batch.get("action_is_pad")
+            is_pad = is_pad.to(pred.device) if is_pad is not None else None
+            out.update(masked_action_loss(pred, target, is_pad, self.loss_type))
+            out["target_actions"] = target
+        return out
+
+    @torch.no_grad()
+    def predict_action(self, batch: Mapping[str, Any]) -> Tensor:
+        """(B, horizon, A) actions in robot units."""
+        return self.normalizer.denormalize(self.head(self.encode(batch)))
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write weights, config (incl. backbone config and tokenizer) and stats atomically."""
+        from safetensors.torch import save_model
+
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            save_model(self, str(tmp / WEIGHTS_NAME))
+            self.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+            config = {
+                "format_version": FORMAT_VERSION,
+                "class": type(self).__name__,
+                "init": self.init_kwargs,
+                "backbone": {
+                    "family": self.backbone_family,
+                    "torch_dtype": _dtype_name(next(self.backbone.parameters()).dtype),
+                    "attn_implementation": self.backbone.config._attn_implementation or "sdpa",
+                    "config_dict": self.backbone_config.to_dict(),
+                    "image_settings": self.image_settings.to_dict(),
+                    "source": self._backbone_spec,
+                },
+                "lora": self.lora_settings,
+                "stage": self.stage,
+            }
+            (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+            (tmp / STATS_NAME).write_text(json.dumps(self.action_stats(), indent=2))
+            old = None
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+            os.replace(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, *, device: str | torch.device | None = None, **backbone_overrides: Any
+    ) -> QwenVLAWithSensor:
+        """Rebuild a policy written by :meth:`save_pretrained` (same predictions).
+
+        ``backbone_overrides`` (e.g. ``attn_implementation="flash_attention_2"``, ``torch_dtype``)
+        change how the backbone is built, not its weights.
+        """
+        from safetensors.torch import load_model
+
+        path = Path(directory)
+        cfg_file = path / CONFIG_NAME
+        if not cfg_file.is_file() or not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a saved QwenVLAWithSensor: expected {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
+        config = json.loads(cfg_file.read_text())
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{cfg_file}: unsupported format_version {config.get('format_version')}")
+        bb = config["backbone"]
+        spec = {
+            "family": bb["family"],
+            "random_init": True,
+            "config_dict": bb["config_dict"],
+            "tokenizer_dir": str(path / TOKENIZER_DIR),
+            "image_settings": bb["image_settings"],
+            "torch_dtype": bb["torch_dtype"],
+            "attn_implementation": bb["attn_implementation"],
+            **backbone_overrides,
+        }
+        init = dict(config["init"])
+        model = cls(backbone=spec, **init)
+        model._backbone_spec = bb.get("source") or {}
+        if config.get("lora"):
+            lo = config["lora"]
+            apply_lora(model, lo["r"], lo["alpha"], lo["dropout"], lo["target_modules"])
+        if device is not None:
+            model.to(device)
+        load_model(model, str(path / WEIGHTS_NAME), strict=True, device=str(model.device))
+        stats_file = path / STATS_NAME
+        if stats_file.is_file():
+            stats = json.loads(stats_file.read_text())
+            model.normalizer.extra = {k: v for k, v in stats.items() if k not in ("mean", "std")}
+        model.stage = config.get("stage")
+        return model
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
+
+
+def _encoder_kwargs(
+    kwargs: Mapping[str, Any] | None, hidden_dim: int, output_dim: int, num_tokens: int
+) -> dict[str, Any]:
+    """SensorEncoder arguments; conflicting sizes are an error rather than silently overridden."""
+    kw = dict(_plain(kwargs or {}))
+    kw.pop("_target_", None)
+    for key, want in (("hidden_dim", hidden_dim), ("output_dim", output_dim), ("num_tokens", num_tokens)):
+        if key in kw and kw[key] is not None and int(kw[key]) != int(want):
+            model_key = {"hidden_dim": "sensor_hidden_dim", "output_dim": "sensor_output_dim"}.get(key, "num_sensor_tokens")
+            raise ValueError(
+                f"sensor encoder {key}={kw[key]} does not match the model's {model_key}={want}; "
+                f"the fusion layers are sized from the model's value"
+            )
+        kw[key] = int(want)
+    return kw
+
+
+def build_model(
+    model_cfg: Any,
+    encoder_cfg: Any = None,
+    action_dim: int = 7,
+    horizon: int = 8,
+    action_stats: Any = None,
+    view_selection: Sequence[str] | None = None,
+    image_size: Sequence[int] | int | None = None,
+) -> QwenVLAWithSensor:
+    """Build the policy from the ``model`` and ``encoder`` config groups (used by train.py)."""
+    m = stats = _plain(model_cfg)
+    del stats
+    return QwenVLAWithSensor(
+        sensor_enabled=m.get("sensor_enabled", True),
+        sensor_hidden_dim=m.get("sensor_hidden_dim", 512),
+        sensor_output_dim=m.get("sensor_output_dim", 3072),
+        backbone=m.get("backbone"),
+        action_dim=action_dim,
+        horizon=horizon,
+        fusion=m.get("fusion", "late"),
+        sensor_encoder_kwargs=_plain(encoder_cfg) if encoder_cfg is not None else None,
+        loss=m.get("loss", "l1"),
+        action_stats=action_stats,
+        num_sensor_tokens=m.get("num_sensor_tokens", 8),
+        pooling=m.get("pooling", "last"),
+        head_hidden_dim=m.get("head_hidden_dim", 256),
+        head_num_layers=m.get("head_num_layers", 2),
+        head_dropout=m.get("head_dropout", 0.0),
+        view_selection=view_selection,
+        image_size=image_size,
+        instruction=m.get("instruction", DEFAULT_INSTRUCTION),
+    )
+
+
+def stage_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """``configure_stage`` keyword arguments from the ``model`` config group (stage itself is the trainer's)."""
+    m = _plain(model_cfg)
+    lora = m.get("lora") or {}
+    return {
+        "llm": m.get("llm_training", "lora"),
+        "lora_r": lora.get("r", 16),
+        "lora_alpha": lora.get("alpha", 32),
+        "lora_dropout": lora.get("dropout", 0.05),
+        "lora_target_modules": lora.get("target_modules"),
+        "train_vision": m.get("train_vision", False),
+    }
+
+
+__all__ = ["QwenVLAWithSensor", "build_model", "stage_kwargs", "stats_to_dict"]
