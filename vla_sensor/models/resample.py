@@ -25,7 +25,9 @@ def check_lengths(lengths: Tensor, batch: int, time: int) -> Tensor:
     if not isinstance(lengths, Tensor):
         lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(f"lengths must have shape ({batch},) (one valid length per sample), got {tuple(lengths.shape)}")
+        raise ValueError(
+            f"lengths must have shape ({batch},) (one valid length per sample), got {tuple(lengths.shape)}"
+        )
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise ValueError(f"lengths must be an integer tensor, got dtype {lengths.dtype}")
     lengths = lengths.long()
@@ -108,6 +110,7 @@ def resample_sequence(
     scale, idx = _positions(length, target, pos_dtype)
 
     if lengths is None:
+
         def gather(rel: Tensor) -> Tensor:
             return x.index_select(1, rel[0])
     else:

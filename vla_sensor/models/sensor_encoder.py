@@ -6,9 +6,11 @@ residual temporal conv blocks (the first three halve time: 650 -> 325 -> 163 -> 
 pre-norm transformer layers over time -> attention pooling with learned queries (query 0: the pooled
 feature, queries 1..num_tokens: the tokens) -> linear head to ``output_dim``.
 
-Checkpointing regions are [resample + projection + first block], each further block, each
-transformer layer. Only region inputs are kept between forward and backward: the caller's raw
-window and a few (B, hidden, T/2^k) tensors, never the (B, T, 1026) resampled copy.
+Checkpointing regions are [resample + projection + first block] (or, when the window needs no
+resampling, [norm + first block] after an un-checkpointed projection that keeps only the caller's
+own tensor), each further block, each transformer layer. Only region inputs are kept between
+forward and backward: the caller's raw window and a few (B, hidden, T/2^k) tensors, never a
+(B, T, 1026) resampled copy.
 """
 
 from __future__ import annotations
@@ -82,8 +84,6 @@ class SensorEncoder(nn.Module):
         if use_transformer and num_transformer_layers > 0 and hidden_dim % nhead:
             raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by nhead ({nhead})")
         self.interpolation_mode = InterpolationMode.parse(interpolation_mode)
-        if self.interpolation_mode is InterpolationMode.cubic and temporal_length < 1:
-            raise ValueError("temporal_length must be >= 1")
         self.input_channels = int(input_channels)
         self.temporal_length = int(temporal_length)
         self.hidden_dim = int(hidden_dim)
@@ -130,7 +130,9 @@ class SensorEncoder(nn.Module):
         nn.init.normal_(self.no_sensor_embedding, std=0.02)
 
     # ------------------------------------------------------------------ public API
-    def forward(self, sensor_data: Tensor, lengths: Tensor | None = None, has_sensor: Tensor | None = None) -> Tensor:
+    def forward(
+        self, sensor_data: Tensor, lengths: Tensor | None = None, has_sensor: Tensor | None = None
+    ) -> Tensor:
         """(B, T, C) -> (B, output_dim). See :meth:`encode_all` for ``lengths`` / ``has_sensor``."""
         return self.encode_all(sensor_data, lengths, has_sensor)[:, 0]
 
@@ -150,7 +152,12 @@ class SensorEncoder(nn.Module):
         ``lengths`` is given, samples of length 0 count as having no sensor.
         """
         lengths, has_sensor = self._validate(sensor_data, lengths, has_sensor)
-        x = self._run(self._stem, sensor_data, lengths)
+        if lengths is None and sensor_data.shape[1] == self.temporal_length:
+            # Nothing to resample: the projection keeps only the caller's own tensor for backward,
+            # so it stays outside the checkpoint and is never recomputed.
+            x = self._run(self._stem_tail, self.input_proj(sensor_data))
+        else:
+            x = self._run(self._stem, sensor_data, lengths)
         for block in self.conv_blocks[1:]:
             x = self._run(block, x)
         x = x.transpose(1, 2)  # (B, T', hidden)
@@ -170,8 +177,11 @@ class SensorEncoder(nn.Module):
         """Resample + project + first conv block: one checkpoint region, so the (B, T, 1026)
         resampled copy is recomputed in backward instead of kept."""
         x = resample_sequence(sensor_data, self.temporal_length, self.interpolation_mode, lengths)
-        x = self.input_norm(self.input_proj(x)).transpose(1, 2)  # (B, hidden, T)
-        return self.conv_blocks[0](x)
+        return self._stem_tail(self.input_proj(x))
+
+    def _stem_tail(self, projected: Tensor) -> Tensor:
+        """(B, T, hidden) projection -> norm -> first conv block (B, hidden, T / 2)."""
+        return self.conv_blocks[0](self.input_norm(projected).transpose(1, 2))
 
     def _run(self, fn: Callable[..., Tensor], *args: Any) -> Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -196,7 +206,9 @@ class SensorEncoder(nn.Module):
             raise ValueError(f"sensor_data must be a floating-point tensor, got dtype {x.dtype}")
         if self.check_finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             bad = torch.nonzero(~torch.isfinite(x))[0].tolist()
-            raise ValueError(f"sensor_data contains NaN or inf (first at index {bad}); expected finite values")
+            raise ValueError(
+                f"sensor_data contains NaN or inf (first at index {bad}); expected finite values"
+            )
         if lengths is not None:
             lengths = check_lengths(lengths, batch, time_steps).to(x.device)
         if has_sensor is not None:
