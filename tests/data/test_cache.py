@@ -1,0 +1,132 @@
+"""Cache strategies: identical windows, memory, and the mmap cache's build/rebuild rules."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vla_sensor import InsertionDataset
+from vla_sensor.data.cache import MmapCache
+from vla_sensor.data.format import TrajectoryReader
+from vla_sensor.data.storage import encode_stream, max_abs_error_bound
+from vla_sensor.data.windows import WindowSpec
+
+MODES = {
+    "fixed": {"sensor_window_size": 200},
+    "seconds": {"sensor_window_seconds": 0.25},
+    "adaptive": {"adaptive_window": True},
+}
+
+
+def _ds(dirs, strategy, cache_dir, **kw):
+    return InsertionDataset(dirs, cache_strategy=strategy, cache_dir=cache_dir, progress=False, **kw)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_strategy_returns_bit_identical_windows(small_dirs: list[Path], cache_dir: Path, mode: str) -> None:
+    sets = {s: _ds(small_dirs, s, cache_dir, **MODES[mode]) for s in ["none", "windows", "stream", "mmap"]}
+    ref = sets["none"]
+    for i in range(len(ref)):
+        w0, n0 = ref.sensor_window(i)
+        for name, ds in sets.items():
+            w, n = ds.sensor_window(i)
+            assert n == n0 and w.dtype == np.float32, name
+            assert np.array_equal(w, w0), (name, i)
+    lengths = ref.sensor_lengths()
+    assert (lengths[ref.sample_traj == 3] == 0).all()  # the trajectory without sensor
+    if mode != "fixed":  # 325/650/1300 Hz streams give different T
+        per_traj = [int(np.median(lengths[ref.sample_traj == k][2:])) for k in range(3)]
+        assert per_traj[0] < per_traj[1] < per_traj[2]
+
+
+@pytest.mark.parametrize("dtype,limit", [("float32", 1.1), ("float16", 0.55), ("int8", 0.3)])
+def test_lean_caches_stay_near_the_raw_stream_and_within_error(small_dirs, cache_dir, dtype, limit) -> None:
+    ref = _ds(small_dirs, "none", cache_dir, sensor_window_size=200)
+    for strategy in ["stream", "mmap"]:
+        ds = _ds(small_dirs, strategy, cache_dir, sensor_window_size=200, cache_dtype=dtype)
+        assert 0 < ds.cache_nbytes <= limit * ds.raw_sensor_nbytes
+        stream = TrajectoryReader().read(small_dirs[1]).load_sensor_stream()
+        bound = max_abs_error_bound(stream, encode_stream(stream, dtype))
+        for i in np.flatnonzero(ref.sample_traj == 1):
+            w0, n = ref.sensor_window(i)
+            w, _ = ds.sensor_window(i)
+            s, e = ds.cache.starts[i], ds.cache.ends[i]
+            assert (np.abs(w[-n:] - w0[-n:]) <= bound[s:e]).all()
+            assert not w[:-n].any()  # padding stays exactly zero
+
+
+def test_per_window_cache_grows_with_samples_times_window(small_dirs, cache_dir) -> None:
+    ds = _ds(small_dirs[:3], "windows", cache_dir, sensor_window_size=400)
+    assert ds.cache_nbytes == len(ds) * 400 * 1026 * 4
+
+
+def _mmap(traj_dir: Path, cache_dir: Path, **kw) -> MmapCache:
+    t = TrajectoryReader().read(traj_dir)
+    return MmapCache([t], WindowSpec(64), cache_dir=cache_dir, progress=False, **kw)
+
+
+def test_mmap_is_reused_warm_and_rebuilt_when_the_source_changes(traj_copy, cache_dir) -> None:
+    cold = _mmap(traj_copy, cache_dir)
+    assert cold.built_here == [0]
+    warm = _mmap(traj_copy, cache_dir)
+    assert warm.built_here == []
+    np.testing.assert_array_equal(cold.window(10)[0], warm.window(10)[0])
+    with np.load(traj_copy / "sensor.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["alines"] = arrays["alines"] + 1.0
+    np.savez(traj_copy / "sensor.npz", **arrays)
+    fresh = _mmap(traj_copy, cache_dir)
+    assert fresh.built_here == [0]
+    np.testing.assert_array_equal(fresh.window(10)[0][:, 1:], cold.window(10)[0][:, 1:] + 1.0)
+    assert len(list(cache_dir.glob("*.npy"))) == 1  # the stale version was removed
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_tail", "no_sidecar", "bad_sidecar"])
+def test_damaged_mmap_cache_is_rebuilt_never_read(traj_copy, cache_dir, damage) -> None:
+    ref = _mmap(traj_copy, cache_dir)
+    expected = ref.window(12)[0].copy()
+    del ref
+    npy = next(cache_dir.glob("*.npy"))
+    if damage == "truncate":
+        with open(npy, "r+b") as f:
+            f.truncate(npy.stat().st_size - 4096)
+    elif damage == "flip_tail":
+        with open(npy, "r+b") as f:
+            f.seek(-8, os.SEEK_END)
+            f.write(b"\xff" * 8)
+    elif damage == "no_sidecar":
+        npy.with_suffix(".json").unlink()
+    else:
+        npy.with_suffix(".json").write_text("{not json")
+    again = _mmap(traj_copy, cache_dir)
+    assert again.built_here == [0]
+    np.testing.assert_array_equal(again.window(12)[0], expected)
+
+
+def _build_in_process(args: tuple[str, str]) -> list[int]:
+    traj_dir, cache_dir = args
+    return _mmap(Path(traj_dir), Path(cache_dir)).built_here
+
+
+def test_one_builder_while_concurrent_processes_wait(traj_copy, cache_dir) -> None:
+    ctx = mp.get_context("fork")
+    with ctx.Pool(4) as pool:
+        built = pool.map(_build_in_process, [(str(traj_copy), str(cache_dir))] * 4)
+    assert sorted(len(b) for b in built) == [0, 0, 0, 1]
+    assert len(list(cache_dir.glob("*.npy"))) == 1 and not list(cache_dir.glob("*tmp*"))
+
+
+def test_mmap_is_opened_lazily_and_never_pickled(small_dirs, cache_dir) -> None:
+    import pickle
+
+    ds = _ds(small_dirs, "mmap", cache_dir, sensor_window_size=64)
+    ds.sensor_window(3)
+    assert ds.cache._arrays  # mapped in this process on first use
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone.cache._arrays == {}
+    np.testing.assert_array_equal(clone.sensor_window(3)[0], ds.sensor_window(3)[0])
+    assert len(pickle.dumps(ds)) < ds.raw_sensor_nbytes / 20  # no stream inside the pickle
