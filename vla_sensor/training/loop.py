@@ -1,0 +1,386 @@
+"""The training loop: Accelerate (DDP / FSDP / mixed precision), AdamW, warmup + cosine, checkpoints.
+
+Read top to bottom: ``train`` sets up the process group and tears it down whatever happens;
+``_train`` builds everything and runs the optimizer steps. One optimizer step consumes
+``grad_accum_steps`` micro-batches; every count (schedule, logging, checkpoints, ``max_steps``) is in
+optimizer steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import send_to_device, set_seed
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from vla_sensor.training.checkpointing import (
+    ResumeError,
+    TrainState,
+    load_checkpoint,
+    resolve_resume,
+    run_dir_of,
+    save_checkpoint,
+)
+from vla_sensor.training.components import Components, cache_nbytes
+from vla_sensor.training.ema import EMA
+from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
+from vla_sensor.training.run_dir import decide_run_dir, incompatible_keys, job_name, sweep_group
+from vla_sensor.training.sampler import ShardedEpochSampler
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train as configured and return the last logged metrics (with ``run_dir``).
+
+    Process-global state (process group, Accelerate's singletons, trackers) is always released, so
+    the jobs of a multirun sweep in one process do not leak into each other.
+    """
+    accelerator = None
+    try:
+        accelerator = make_accelerator(cfg)
+        return _train(cfg, accelerator)
+    finally:
+        teardown(accelerator)
+
+
+def make_accelerator(cfg: DictConfig) -> Accelerator:
+    """An Accelerator for this launch; fails early if it did not join the world that was launched."""
+    log_with: list = []
+    if cfg.logger.jsonl:
+        log_with.append(JsonlTracker())
+    if cfg.logger.wandb.enabled:
+        log_with.append("wandb")
+    accelerator = Accelerator(
+        cpu=cfg.cpu,
+        mixed_precision=_value(cfg.trainer.mixed_precision),
+        log_with=log_with or None,
+        step_scheduler_with_optimizer=False,  # we step the schedule once per optimizer step ourselves
+    )
+    check_world_size(accelerator.num_processes, cfg.trainer.expected_world_size)
+    return accelerator
+
+
+def check_world_size(actual: int, expected: int | None) -> None:
+    """The launcher's ``WORLD_SIZE`` and ``trainer.expected_world_size`` must match what Accelerate joined."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != actual:
+        raise RuntimeError(
+            f"the launcher started {launched} processes (WORLD_SIZE) but Accelerate joined a world of {actual}. "
+            "On CPU pass cpu=true (Accelerate >= 1.13 needs Accelerator(cpu=True) for gloo DDP); on GPU check "
+            "that each process sees a device."
+        )
+    if expected is not None and expected != actual:
+        raise RuntimeError(
+            f"trainer.expected_world_size={expected} but this launch has {actual} process(es); "
+            f"launch e.g. `accelerate launch --num_processes {expected} train.py ...`"
+        )
+
+
+def teardown(accelerator: Accelerator | None) -> None:
+    """Finish trackers, destroy the process group and reset Accelerate's singleton state."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    if accelerator is not None:
+        with contextlib.suppress(Exception):
+            accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def _value(x) -> str:
+    return x.value if hasattr(x, "value") else str(x)
+
+
+def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
+    tc = cfg.trainer
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    # --- where this run lives, and where it resumes from -------------------------------------------
+    output_dir = cfg.output_dir
+    resume = tc.resume
+    if resume not in (None, "auto") and not output_dir:  # continue the run that owns the checkpoint
+        output_dir = str(run_dir_of(resolve_resume(resume, Path("."))))
+    run_dir = decide_run_dir(output_dir, accelerator)
+    checkpoint = resolve_resume(resume, run_dir)
+    if resume == "auto" and checkpoint is None and not cfg.output_dir and main:
+        log.warning("trainer.resume=auto without output_dir: a new run directory has nothing to resume")
+    if checkpoint is not None:
+        saved_cfg = run_dir_of(checkpoint) / "config.yaml"
+        if saved_cfg.is_file():
+            diff = incompatible_keys(OmegaConf.load(saved_cfg), cfg)
+            if diff:
+                raise ResumeError(
+                    f"checkpoint {checkpoint} was trained with an incompatible config:\n  " + "\n  ".join(diff)
+                    + "\nUse another output_dir for a new run."
+                )
+    if main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("run directory: %s (%d process(es), device %s)", run_dir, world, accelerator.device)
+
+    # --- what is trained -----------------------------------------------------------------------------
+    set_seed(cfg.seed)
+    components: Components = get_method(tc.components)(cfg, accelerator)
+    model = components.model
+    train_sampler = ShardedEpochSampler(len(components.train_dataset), world, rank, seed=cfg.seed)
+    batch_size, num_workers = cfg.data.batch_size, cfg.data.num_workers
+    train_loader = _loader(components.train_dataset, train_sampler, components, batch_size, num_workers,
+                           cfg.seed + rank, True, accelerator.device)
+    batches_per_epoch = len(train_sampler.shard()) // batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(
+            f"the training split ({len(components.train_dataset)} samples) is smaller than one batch per "
+            f"process: data.batch_size={batch_size} x {world} process(es)"
+        )
+    max_steps = total_steps(tc, batches_per_epoch)
+    val_loader = None
+    if components.val_dataset is not None and len(components.val_dataset) > 0:
+        val_sampler = ShardedEpochSampler(len(components.val_dataset), world, rank, shuffle=False, drop_last=False)
+        val_loader = _loader(components.val_dataset, val_sampler, components, batch_size, num_workers,
+                             cfg.seed, False, accelerator.device)
+
+    optimizer = make_optimizer(model, tc)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.warmup_steps, max_steps, tc.min_lr_ratio))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    ema = None
+    if tc.ema.enabled:
+        ema = EMA(accelerator.unwrap_model(model), tc.ema.decay)
+        accelerator.register_for_checkpointing(ema)
+
+    state = TrainState()
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        if main:
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, state.step, state.epoch,
+                     state.batch_in_epoch)
+    if checkpoint is None:
+        set_seed(cfg.seed + rank)  # distinct dropout per process (a resume restores the saved RNG instead)
+    start_trackers(cfg, accelerator, run_dir, state, resumed=checkpoint is not None)
+
+    # --- the loop ------------------------------------------------------------------------------------
+    micro_batches = _micro_batches(train_loader, train_sampler, state, batch_size)
+    samples_per_step = batch_size * tc.grad_accum_steps * world
+    meter = IntervalMeter()
+    last_log: dict = {}
+    bar = tqdm(total=max_steps, initial=state.step, disable=not (main and tc.progress_bar), desc="train",
+               dynamic_ncols=True)
+    model.train()
+    end_step = max_steps if tc.stop_at_step is None else min(max_steps, tc.stop_at_step)
+    while state.step < end_step:
+        t_start = time.perf_counter()  # step time: data wait + compute; validation and saving excluded
+        loss_sum = torch.zeros((), device=accelerator.device)
+        data_wait = 0.0
+        for micro in range(tc.grad_accum_steps):
+            t0 = time.perf_counter()
+            batch = send_to_device(next(micro_batches), accelerator.device, non_blocking=True)
+            data_wait += time.perf_counter() - t0
+            sync = micro == tc.grad_accum_steps - 1  # gradients are all-reduced on the last micro-batch only
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                loss = model(batch)["loss"]
+                accelerator.backward(loss / tc.grad_accum_steps)
+            loss_sum += loss.detach() / tc.grad_accum_steps
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(accelerator.unwrap_model(model))
+        state.step += 1
+        state.samples_seen += samples_per_step
+        meter.add(time.perf_counter() - t_start, data_wait, samples_per_step, loss_sum)
+        bar.update(1)
+
+        last = state.step == end_step
+        values = {}
+        if val_loader is not None and (last or (tc.val_every > 0 and state.step % tc.val_every == 0)):
+            values["val_loss"] = validate(accelerator, model, val_loader, tc.val_batches)
+        if last or state.step % tc.log_every == 0:
+            values.update(train_metrics(accelerator, meter, scheduler, grad_norm, state, components))
+            bar.set_postfix(loss=f"{values['loss']:.4f}")
+        if values:
+            accelerator.log(values, step=state.step)  # one record per step: no duplicate steps in metrics.jsonl
+            last_log = {**last_log, **values}
+        if tc.save_every > 0 and (last or state.step % tc.save_every == 0):
+            save_checkpoint(accelerator, run_dir, state, tc.keep_last)
+    bar.close()
+
+    # --- the end -------------------------------------------------------------------------------------
+    unwrapped = accelerator.unwrap_model(model)
+    if ema is not None:
+        ema.copy_to(unwrapped)
+    accelerator.wait_for_everyone()
+    if main and tc.export and state.step >= max_steps:
+        export(unwrapped, components, cfg, run_dir / "final")
+    if components.on_end is not None:
+        components.on_end(unwrapped, accelerator)
+    accelerator.wait_for_everyone()
+    return {**last_log, "step": state.step, "run_dir": str(run_dir)}
+
+
+# --- pieces of the loop ------------------------------------------------------------------------------
+
+
+def total_steps(tc: DictConfig, batches_per_epoch: int) -> int:
+    """``trainer.max_steps``, or ``trainer.epochs`` full passes, in optimizer steps."""
+    if tc.max_steps is not None:
+        return int(tc.max_steps)
+    if tc.epochs is not None:
+        return max(1, int(tc.epochs) * batches_per_epoch // tc.grad_accum_steps)
+    raise ValueError("set trainer.max_steps or trainer.epochs")
+
+
+def lr_lambda(warmup: int, max_steps: int, min_ratio: float):
+    """Linear warmup to the peak, then cosine down to ``min_ratio`` of it at ``max_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_optimizer(model: torch.nn.Module, tc: DictConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; no weight decay on biases and norms (tensors below 2-D)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (check trainer/stage)")
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas))
+
+
+def _loader(dataset, sampler, components: Components, batch_size: int, workers: int, seed: int, train: bool,
+            device: torch.device) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=components.collate_fn,
+        drop_last=train,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        # Worker seeds come from this generator, not from the global RNG, so iterating the loader never
+        # perturbs the model's random stream (a resumed run stays on the straight run's trajectory).
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _micro_batches(loader: DataLoader, sampler: ShardedEpochSampler, state: TrainState,
+                   batch_size: int) -> Iterator[dict]:
+    """Batches forever, epoch after epoch, starting at the data position recorded in ``state``."""
+    while True:
+        sampler.set_epoch(state.epoch, start=state.batch_in_epoch * batch_size)
+        for batch in loader:
+            state.batch_in_epoch += 1
+            yield batch
+        state.epoch += 1
+        state.batch_in_epoch = 0
+
+
+def train_metrics(accelerator: Accelerator, meter: IntervalMeter, scheduler, grad_norm, state: TrainState,
+                  components: Components) -> dict:
+    """The log step's training figures: loss (mean over processes), lr, grad norm, throughput, memory."""
+    summary = meter.summary()
+    loss = accelerator.reduce(torch.as_tensor(summary["loss"], device=accelerator.device).float(), "mean")
+    values = {
+        **summary,
+        "loss": loss.item(),
+        "lr": scheduler.get_last_lr()[0],
+        "grad_norm": float(grad_norm),
+        "epoch": state.epoch,
+        "samples_seen": state.samples_seen,
+        "host_rss_bytes": host_rss_bytes(),
+        "sensor_cache_bytes": cache_nbytes(components.train_dataset),
+        **gpu_memory(accelerator.device),
+    }
+    meter.reset()
+    return values
+
+
+@torch.no_grad()
+def validate(accelerator: Accelerator, model, loader: DataLoader, max_batches: int | None) -> float:
+    """Mean loss over the held-out split (each process its shard), weighted by batch size."""
+    model.eval()
+    total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = send_to_device(batch, accelerator.device)
+        n = _batch_len(batch)
+        total += torch.stack([model(batch)["loss"].double() * n, torch.tensor(float(n), device=total.device)])
+    total = accelerator.reduce(total, "sum")
+    model.train()
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def _batch_len(batch) -> int:
+    for value in (batch.values() if isinstance(batch, dict) else batch):
+        if isinstance(value, torch.Tensor):
+            return len(value)
+    return 1
+
+
+def start_trackers(cfg: DictConfig, accelerator: Accelerator, run_dir: Path, state: TrainState,
+                   resumed: bool) -> None:
+    """metrics.jsonl in the run directory; W&B offline unless asked, resuming the same W&B run id."""
+    init_kwargs: dict = {}
+    for tracker in accelerator.log_with:
+        if isinstance(tracker, JsonlTracker):
+            tracker.path = run_dir / "metrics.jsonl"
+            tracker.resume_step = state.step if resumed else None
+    wb = cfg.logger.wandb
+    if wb.enabled:
+        if accelerator.is_main_process and state.wandb_run_id is None:
+            state.wandb_run_id = secrets.token_hex(4)  # saved in checkpoints: a resume continues this W&B run
+        mode = _value(wb.mode) if wb.mode is not None else os.environ.get("WANDB_MODE", "offline")
+        init_kwargs["wandb"] = {
+            "dir": str(run_dir),
+            "mode": mode,
+            "id": state.wandb_run_id,
+            "resume": "allow",
+            "group": wb.group or sweep_group(),
+            "name": wb.name or job_name(run_dir),
+            "tags": list(wb.tags),
+            "entity": wb.entity,
+        }
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    accelerator.init_trackers(cfg.logger.wandb.project, config=config, init_kwargs=init_kwargs)
+
+
+def export(model: torch.nn.Module, components: Components, cfg: DictConfig, out: Path) -> None:
+    """Final weights (the model's own format), resolved config and extras, written atomically."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if components.export is not None:
+        components.export(model, tmp)
+    else:
+        model.save_pretrained(tmp)
+    (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for name, payload in components.export_files.items():
+        (tmp / name).write_text(json.dumps(payload, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
