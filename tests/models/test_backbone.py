@@ -94,9 +94,9 @@ def test_from_pretrained_dtype(tmp_path: Path) -> None:
 
 def test_bad_backbone_paths(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    with pytest.raises(FileNotFoundError, match="nope.*does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"nope.*does not exist"):
         load_backbone({"name_or_path": str(missing), "random_init": False})
-    with pytest.raises(BackboneError, match="no config.json"):
+    with pytest.raises(BackboneError, match=r"no config\.json"):
         load_backbone({"name_or_path": str(tmp_path), "random_init": False})
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(BackboneError, match="expected a Qwen-VL checkpoint"):

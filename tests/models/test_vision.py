@@ -11,7 +11,13 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 
 from vla_sensor.models.backbone import load_backbone
 from vla_sensor.models.tokenizer import IMAGE_TOKEN, SENSOR_TOKEN, VISION_END_TOKEN, VISION_START_TOKEN
-from vla_sensor.models.vision import ImageSettings, PixelPatchifier, PromptSpec, QwenSampleTransform, smart_resize
+from vla_sensor.models.vision import (
+    ImageSettings,
+    PixelPatchifier,
+    PromptSpec,
+    QwenSampleTransform,
+    smart_resize,
+)
 
 
 @pytest.mark.parametrize("size", [(56, 56), (56, 112), (84, 140), (224, 224)])

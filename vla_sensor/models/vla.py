@@ -153,10 +153,21 @@ class QwenVLAWithSensor(nn.Module):
         """Recompute activations in backward (the trainer's ``checkpointing`` none/sensor/all)."""
         if self.sensor_encoder is not None:
             self.sensor_encoder.gradient_checkpointing = bool(sensor)
+        bb = self.backbone
+        # transformers >= 5 names it activation checkpointing; older releases gradient checkpointing.
+        enable = getattr(bb, "activation_checkpointing_enable", None)
         if backbone:
-            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif getattr(self.backbone, "is_gradient_checkpointing", False):
-            self.backbone.gradient_checkpointing_disable()
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:  # pragma: no cover - transformers < 5
+                bb.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif self.backbone_checkpointing:
+            (getattr(bb, "activation_checkpointing_disable", None) or bb.gradient_checkpointing_disable)()
+
+    @property
+    def backbone_checkpointing(self) -> bool:
+        """Whether the backbone recomputes activations in backward."""
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.backbone.modules())
 
     def prompt_spec(self) -> PromptSpec:
         from vla_sensor.models.tokenizer import VISION_END_TOKEN, VISION_START_TOKEN
@@ -427,8 +438,7 @@ def build_model(
     image_size: Sequence[int] | int | None = None,
 ) -> QwenVLAWithSensor:
     """Build the policy from the ``model`` and ``encoder`` config groups (used by train.py)."""
-    m = stats = _plain(model_cfg)
-    del stats
+    m = _plain(model_cfg)
     return QwenVLAWithSensor(
         sensor_enabled=m.get("sensor_enabled", True),
         sensor_hidden_dim=m.get("sensor_hidden_dim", 512),
