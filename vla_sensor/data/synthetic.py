@@ -2,10 +2,10 @@
 
 Physics of one trajectory (all lengths in mm, seeded per trajectory):
 
-- the needle tip starts ``surface_mm`` ~ U(1, 4) above a tissue surface that the cameras cannot see
-  and descends at ``speed`` ~ U(0.6, 1.4) mm/s; it slows exponentially inside the last
-  ``SLOW_ZONE_MM`` before a target penetration of ``TARGET_PENETRATION_MM`` below the surface and
-  stops there. Meanwhile an xy servo pulls the tip over the target (offset decays at 0.8 /s).
+- the needle tip starts ``surface_mm`` ~ U(1, 4) above a tissue surface that the cameras cannot
+  see, waits ``start_delay_s`` ~ U(0, 2.5) s, descends at ``speed`` ~ U(0.6, 1.4) mm/s, slows
+  exponentially inside the last ``SLOW_ZONE_MM`` before a target penetration of
+  ``TARGET_PENETRATION_MM`` below the surface and stops there. Meanwhile an xy servo pulls the tip over the target (offset decays at 0.8 /s).
 - force: ``k * penetration**1.5`` after contact (k ~ U(1.5, 2.5) N/mm^1.5) plus noise, 0 before.
 - OCT A-line (1025 samples over 6 mm ahead of the tip): a surface peak at the tip-to-surface
   distance before contact, a subsurface layer 1.5 mm under the surface (before and after contact),
@@ -66,8 +66,9 @@ def _render(size: int, view: str, ex: float, ey: float, rng: np.random.Generator
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def _depth(t: np.ndarray, surface: float, speed: float) -> np.ndarray:
-    """Tip depth below its start: constant speed, then exponential approach to the target."""
+def _depth(t: np.ndarray, surface: float, speed: float, delay: float) -> np.ndarray:
+    """Tip depth below its start: still until ``delay``, constant speed, then exponential approach."""
+    t = np.maximum(np.asarray(t, np.float64) - delay, 0.0)
     goal = surface + TARGET_PENETRATION_MM
     t1 = (goal - SLOW_ZONE_MM) / speed
     return np.where(t <= t1, speed * t, goal - SLOW_ZONE_MM * np.exp(-(speed / SLOW_ZONE_MM) * (t - t1)))
@@ -105,13 +106,14 @@ def generate_trajectory(
     gain = float(rng.uniform(1.5, 2.5))
     e0 = rng.uniform(-1.5, 1.5, 2)
     phase = float(rng.uniform(0, 2 * np.pi))
+    delay = float(rng.uniform(0.0, 2.5))
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
 
     m = round(seconds * action_rate)
     t = np.arange(m) / action_rate
     dt = 1.0 / action_rate
-    z0, z1 = _depth(t, surface, speed), _depth(t + dt, surface, speed)
+    z0, z1 = _depth(t, surface, speed, delay), _depth(t + dt, surface, speed, delay)
     e_t = e0[None, :] * np.exp(-XY_GAIN * t)[:, None]
     e_next = e0[None, :] * np.exp(-XY_GAIN * (t + dt))[:, None]
     actions = np.zeros((m, ACTION_DIM), np.float64)
@@ -138,6 +140,7 @@ def generate_trajectory(
         "synthetic": {
             "surface_mm": surface,
             "speed_mm_s": speed,
+            "start_delay_s": delay,
             "force_gain": gain,
             "xy0_mm": e0.tolist(),
             "target_penetration_mm": TARGET_PENETRATION_MM,
@@ -149,7 +152,7 @@ def generate_trajectory(
         n = round(seconds * sensor_rate) + 1
         ts = np.arange(n) / sensor_rate + rng.uniform(0.0, 0.2 / sensor_rate, n)
         ts[0] = 0.0
-        z = _depth(ts, surface, speed)
+        z = _depth(ts, surface, speed, delay)
         pen = np.maximum(z - surface, 0.0)
         forces = (gain * pen**1.5 + rng.normal(0.0, 0.01, n)).astype(np.float32)
         np.savez(root / "sensor.npz", timestamps=ts, forces=forces, alines=_oct(z, surface, rng))
