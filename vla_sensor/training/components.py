@@ -36,5 +36,52 @@ def cache_nbytes(dataset: Dataset | None) -> int:
     return int(value() if callable(value) else value or 0)
 
 
-def build_components(cfg, accelerator) -> Components:  # pragma: no cover - replaced once wired
-    raise NotImplementedError("the VLA components are wired in once the data and model packages land")
+def build_components(cfg, accelerator) -> Components:
+    """The VLA policy and the insertion datasets (``data``, ``encoder``, ``model``, ``trainer.stage``).
+
+    Rank 0 builds the datasets first (it may generate the demo recordings or the mmap cache); the
+    other ranks then find them ready. The model's Qwen-VL pre-processing runs in the DataLoader workers.
+    """
+    from vla_sensor.data.build import build_datasets
+    from vla_sensor.data.collate import collate_samples
+
+    with accelerator.main_process_first():
+        train_ds, val_ds, stats = build_datasets(cfg.data)
+    model = _build_model(cfg, train_ds.action_dim, stats)
+    transform = model.build_sample_transform(list(cfg.data.view_selection), list(cfg.data.image_size))
+    for ds in (train_ds, val_ds):
+        if ds is not None:
+            ds.sample_transform = transform
+    return Components(model=model, train_dataset=train_ds, val_dataset=val_ds, collate_fn=collate_samples)
+
+
+def _build_model(cfg, action_dim: int, stats):
+    """Build (stage 1) or load from stage 1 (stage 2), then freeze for the stage and set checkpointing."""
+    from vla_sensor.models.vla import QwenVLAWithSensor, build_model, stage_kwargs
+
+    stage = getattr(cfg.trainer.stage.name, "value", cfg.trainer.stage.name)
+    init_from = cfg.trainer.stage.init_from
+    if init_from:
+        model = QwenVLAWithSensor.from_pretrained(_stage1_export(Path(init_from)))
+    else:
+        if stage != "stage1":
+            raise ValueError(f"trainer.stage={stage} needs trainer.stage.init_from=<a stage-1 run or its final/>")
+        model = build_model(cfg.model, cfg.encoder, action_dim=action_dim, horizon=cfg.data.horizon,
+                            action_stats=stats, view_selection=list(cfg.data.view_selection),
+                            image_size=list(cfg.data.image_size))
+    kwargs = stage_kwargs(cfg.model)
+    if stage == "stage1":
+        model.configure_stage(1, **kwargs)
+    else:
+        model.configure_stage(2, **{**kwargs, "llm": "lora" if stage == "stage2_lora" else "full"})
+    model.set_gradient_checkpointing(cfg.trainer.checkpointing.sensor, cfg.trainer.checkpointing.backbone)
+    return model
+
+
+def _stage1_export(path: Path) -> Path:
+    """A stage-1 run directory or its ``final/`` export -> the export directory."""
+    if (path / "final").is_dir():
+        path = path / "final"
+    if not path.is_dir():
+        raise FileNotFoundError(f"trainer.stage.init_from={path}: no such directory")
+    return path

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -70,6 +70,7 @@ def make_accelerator(cfg: DictConfig) -> Accelerator:
         mixed_precision=_value(cfg.trainer.mixed_precision),
         log_with=log_with or None,
         step_scheduler_with_optimizer=False,  # we step the schedule once per optimizer step ourselves
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.trainer.find_unused_parameters)],
     )
     check_world_size(accelerator.num_processes, cfg.trainer.expected_world_size)
     return accelerator
