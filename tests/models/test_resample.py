@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vla_sensor.models.resample import resample_sequence
+from vla_sensor.models.resample import resample_project, resample_sequence
 
 SIZES = [(325, 650), (1300, 650), (650, 650), (7, 650), (650, 13), (100, 37), (5, 3), (4, 9)]
 
@@ -163,3 +163,23 @@ def test_bad_arguments() -> None:
         resample_sequence(x, 5, "linear", torch.tensor([3, 11]))
     with pytest.raises(ValueError, match="integer"):
         resample_sequence(x, 5, "linear", torch.tensor([3.0, 4.0]))
+
+
+@pytest.mark.parametrize("mode", ["linear", "nearest", "cubic"])
+def test_resample_project_equals_resample_then_linear(mode: str) -> None:
+    # Same values and gradients as the plain composition, while keeping only x for backward.
+    torch.manual_seed(0)
+    x = torch.randn(3, 11, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([11, 6, 4])
+    out = resample_project(x, 17, mode, lengths, weight, bias)
+    ref = F.linear(resample_sequence(x, 17, mode, lengths), weight, bias)
+    torch.testing.assert_close(out, ref)
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: resample_project(a, 17, mode, lengths, w, b), (x, weight, bias)
+    )
+    saved: list[tuple[int, ...]] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        resample_project(x.detach(), 17, mode, lengths, weight, bias)
+    assert (3, 17, 4) not in saved  # the resampled copy is not kept

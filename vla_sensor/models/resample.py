@@ -11,7 +11,10 @@ Positions follow ``align_corners=False``: output step ``i`` of ``n`` samples the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vla_sensor.models.encoder_config import InterpolationMode
@@ -145,3 +148,66 @@ def resample_sequence(
     if empty is not None:
         out = out.masked_fill(empty.view(batch, 1, 1), 0.0)
     return out
+
+
+class _ResampleProject(torch.autograd.Function):
+    """``F.linear(resample_sequence(x, ...), weight, bias)`` that keeps only ``x`` for backward.
+
+    The resampled (B, n, C) copy is rebuilt in backward (a few gathers) instead of being kept, and,
+    unlike a checkpoint around both, the projection itself is never recomputed.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        lengths: Tensor | None,
+        weight: Tensor,
+        bias: Tensor | None,
+        target: int,
+        mode: InterpolationMode,
+    ) -> Tensor:
+        resampled = resample_sequence(x, target, mode, lengths)
+        ctx.save_for_backward(x, lengths, weight)
+        ctx.target, ctx.mode, ctx.has_bias = target, mode, bias is not None
+        return F.linear(
+            resampled, weight.to(resampled.dtype) if torch.is_autocast_enabled() else weight, bias
+        )
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, lengths, weight = ctx.saved_tensors
+        need_x, _, need_w, need_b = ctx.needs_input_grad[:4]
+        with torch.enable_grad():
+            source = x.detach().requires_grad_(need_x)
+            resampled = resample_sequence(source, ctx.target, ctx.mode, lengths)
+        flat_grad = grad.reshape(-1, grad.shape[-1])
+        grad_w = grad_b = grad_x = None
+        if need_w:
+            flat_in = resampled.detach().reshape(-1, resampled.shape[-1]).to(grad.dtype)
+            grad_w = (flat_grad.t() @ flat_in).to(weight.dtype)
+        if need_b and ctx.has_bias:
+            grad_b = flat_grad.sum(0).to(weight.dtype)
+        if need_x:
+            grad_in = (grad @ weight.to(grad.dtype)).to(resampled.dtype)
+            (grad_x,) = torch.autograd.grad(resampled, source, grad_in)
+        return grad_x, None, grad_w, grad_b, None, None
+
+
+def resample_project(
+    x: Tensor,
+    target_length: int,
+    mode: InterpolationMode | str,
+    lengths: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None = None,
+) -> Tensor:
+    """Resample ``x`` (B, T, C) to ``target_length`` steps and apply ``F.linear(., weight, bias)``.
+
+    Same values as doing both in turn, but autograd keeps only ``x`` (usually the caller's own
+    batch) instead of the resampled copy: the memory-saving path of gradient checkpointing.
+    """
+    mode = InterpolationMode.parse(mode)
+    if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad):
+        return F.linear(resample_sequence(x, target_length, mode, lengths), weight, bias)
+    return _ResampleProject.apply(x, lengths, weight, bias, int(target_length), mode)

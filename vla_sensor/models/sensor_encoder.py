@@ -6,11 +6,11 @@ residual temporal conv blocks (the first three halve time: 650 -> 325 -> 163 -> 
 pre-norm transformer layers over time -> attention pooling with learned queries (query 0: the pooled
 feature, queries 1..num_tokens: the tokens) -> linear head to ``output_dim``.
 
-Checkpointing regions are [resample + projection + first block] (or, when the window needs no
-resampling, [norm + first block] after an un-checkpointed projection that keeps only the caller's
-own tensor), each further block, each transformer layer. Only region inputs are kept between
-forward and backward: the caller's raw window and a few (B, hidden, T/2^k) tensors, never a
-(B, T, 1026) resampled copy.
+With gradient checkpointing, the resampling + projection runs as one autograd function that keeps
+only the caller's raw window (the resampled copy is rebuilt in backward, the projection is never
+recomputed); then [norm + first block], each further block and each transformer layer are
+checkpoint regions. Only region inputs are kept between forward and backward: a few
+(B, hidden, T/2^k) tensors, never a (B, T, 1026) resampled copy.
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vla_sensor.models.encoder_config import InterpolationMode
-from vla_sensor.models.resample import CUBIC_MIN_SAMPLES, check_lengths, resample_sequence
+from vla_sensor.models.resample import (
+    CUBIC_MIN_SAMPLES,
+    check_lengths,
+    resample_project,
+    resample_sequence,
+)
 
 NUM_DOWNSAMPLING_BLOCKS = 3
 
@@ -152,12 +157,17 @@ class SensorEncoder(nn.Module):
         ``lengths`` is given, samples of length 0 count as having no sensor.
         """
         lengths, has_sensor = self._validate(sensor_data, lengths, has_sensor)
-        if lengths is None and sensor_data.shape[1] == self.temporal_length:
-            # Nothing to resample: the projection keeps only the caller's own tensor for backward,
-            # so it stays outside the checkpoint and is never recomputed.
-            x = self._run(self._stem_tail, self.input_proj(sensor_data))
+        if self._checkpointing_active():
+            # Keep only the caller's window for the projection's backward (the resampled copy is
+            # rebuilt there); the projection output is the first checkpoint's only saved input.
+            mode, proj = self.interpolation_mode, self.input_proj
+            projected = resample_project(
+                sensor_data, self.temporal_length, mode, lengths, proj.weight, proj.bias
+            )
         else:
-            x = self._run(self._stem, sensor_data, lengths)
+            resampled = resample_sequence(sensor_data, self.temporal_length, self.interpolation_mode, lengths)
+            projected = self.input_proj(resampled)
+        x = self._run(self._stem_tail, projected)
         for block in self.conv_blocks[1:]:
             x = self._run(block, x)
         x = x.transpose(1, 2)  # (B, T', hidden)
@@ -173,18 +183,15 @@ class SensorEncoder(nn.Module):
         return torch.where(mask.to(out.device), out, self.no_sensor_embedding.to(out.dtype))
 
     # ------------------------------------------------------------------ internals
-    def _stem(self, sensor_data: Tensor, lengths: Tensor | None) -> Tensor:
-        """Resample + project + first conv block: one checkpoint region, so the (B, T, 1026)
-        resampled copy is recomputed in backward instead of kept."""
-        x = resample_sequence(sensor_data, self.temporal_length, self.interpolation_mode, lengths)
-        return self._stem_tail(self.input_proj(x))
-
     def _stem_tail(self, projected: Tensor) -> Tensor:
         """(B, T, hidden) projection -> norm -> first conv block (B, hidden, T / 2)."""
         return self.conv_blocks[0](self.input_norm(projected).transpose(1, 2))
 
+    def _checkpointing_active(self) -> bool:
+        return self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+
     def _run(self, fn: Callable[..., Tensor], *args: Any) -> Tensor:
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        if self._checkpointing_active():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
