@@ -37,7 +37,7 @@ from vla_sensor.data.storage import EncodedStream, StorageDtype, decode_slice, e
 from vla_sensor.data.windows import SENSOR_CHANNELS, WindowSpec, window_bounds
 
 CACHE_FORMAT_VERSION = 1
-_HASH_BLOCK = 1 << 20  # bytes hashed at each end of a source file / cache file
+_HASH_BLOCK = 1 << 18  # bytes hashed at each end of a source file / cache file (256 KiB)
 
 
 class CacheStrategy(str, Enum):
@@ -62,7 +62,7 @@ def default_cache_dir() -> Path:
 
 
 def _hash_ends(path: Path, offset: int = 0) -> str:
-    """blake2b of the first and last MiB after ``offset`` (cheap content check of a large file)."""
+    """blake2b of the first and last 256 KiB after ``offset`` (a cheap content check of a large file)."""
     h = hashlib.blake2b(digest_size=16)
     size = path.stat().st_size
     with open(path, "rb") as f:
