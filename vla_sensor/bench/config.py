@@ -1,0 +1,107 @@
+"""Typed schema of ``conf/benchmark.yaml`` (the ``benchmark`` node).
+
+Sizes are explicit so the report can state them: how much data was generated, how many loads were
+timed, which encoder shapes were run. ``conf/benchmark/quick.yaml`` shrinks them for CI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SECTIONS = ("floor", "data", "memory", "encoder", "model")
+
+
+@dataclass
+class DataBenchConfig:
+    """Generated recordings and dataset loading measurements."""
+
+    trajectories: int = 4
+    seconds: float = 10.0
+    sensor_rate: float = 650.0
+    action_rate: float = 10.0  # samples per second of recording (one sample per action step)
+    image_size: int = 96  # generated square images; the dataset loads them at this size
+    views: list[str] = field(default_factory=lambda: ["left", "oak"])
+    window: int = 650
+    horizon: int = 8
+    strategies: list[str] = field(default_factory=lambda: ["none", "windows", "stream", "mmap"])
+    dtypes: list[str] = field(default_factory=lambda: ["float32", "float16", "int8"])
+    per_sample_loads: int = 200  # random indices timed per (strategy, dtype)
+    no_cache_loads: int = 30  # the no-cache path is slow; fewer loads give the same median
+    warmup_loads: int = 5
+    batch_size: int = 16
+    num_workers: list[int] = field(default_factory=lambda: [0, 2])
+    batches: int = 8  # batches timed per (strategy, num_workers)
+    no_cache_batches: int = 3
+    epoch_samples: int = 256  # the "epoch" is this many samples, the same for every strategy
+    init_repeats: int = 3
+    seed: int = 0
+    # torch intra-op threads of the loading process, as DataLoader workers set them (1): with more,
+    # small per-sample tensor ops of the loader wait on a thread pool that the model would use
+    torch_threads: int | None = 1
+
+
+@dataclass
+class EncoderBenchConfig:
+    """Sensor-encoder training step and resampling measurements (default encoder sizes)."""
+
+    lengths: list[int] = field(default_factory=lambda: [325, 650, 1300])
+    batch_size: int = 16
+    channels: int = 1026
+    temporal_length: int = 650
+    hidden_dim: int = 512
+    output_dim: int = 3072
+    num_conv_layers: int = 4
+    num_transformer_layers: int = 2
+    repeats: int = 5
+    warmup: int = 1
+    interpolation_modes: list[str] = field(default_factory=lambda: ["linear", "nearest", "cubic"])
+    resample_length: int = 1300
+    resample_repeats: int = 5
+    torch_threads: int | None = None  # None: torch's default (all cores)
+
+
+@dataclass
+class ModelBenchConfig:
+    """A training step of the fused model (tiny on CPU; the 3B-size config on a GPU)."""
+
+    batch_size: int = 4
+    repeats: int = 3
+    warmup: int = 1
+    gpu_config: str = "qwen2_5_vl_3b"
+    gpu_batch_size: int = 4
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = "full"
+    output_dir: str = "benchmark_results"
+    work_dir: str | None = None  # where recordings and caches go; None: a fresh temp dir
+    keep_work_dir: bool = False
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    floor_repeats: int = 50
+    torch_threads: int | None = None  # None: torch's default
+    chart: bool = True
+    data: DataBenchConfig = field(default_factory=DataBenchConfig)
+    encoder: EncoderBenchConfig = field(default_factory=EncoderBenchConfig)
+    model: ModelBenchConfig = field(default_factory=ModelBenchConfig)
+
+
+def resolve_config(node: DictConfig | dict[str, Any] | None) -> BenchmarkConfig:
+    """Merge ``node`` over the schema (unknown keys and wrong types fail here, naming the key)."""
+    schema = OmegaConf.structured(BenchmarkConfig)
+    merged = OmegaConf.merge(schema, node or {})
+    cfg: BenchmarkConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    unknown = sorted(set(cfg.sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"benchmark.sections: unknown {unknown}; allowed {list(SECTIONS)}")
+    return cfg
+
+
+def register_configs() -> None:
+    """Register the schema as ``benchmark/schema`` so the group's YAML files are typed by it."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="benchmark", name="schema", node=BenchmarkConfig)

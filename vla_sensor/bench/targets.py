@@ -1,0 +1,183 @@
+"""The issue's targets, checked against the measured results (pass / fail / not measured).
+
+Each check reads only the results dict, so a stored JSON can be re-checked without re-running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vla_sensor.bench import fmt
+
+PER_SAMPLE_MAX_S = 0.2e-3
+PER_SAMPLE_MIN_SPEEDUP = 500.0
+BATCH_MIN_SPEEDUP = 20.0
+CACHE_MAX_RAW_RATIO = 1.1
+WORKER_MAX_PRIVATE_FRACTION = 0.1
+WARM_INIT_MIN_SPEEDUP = 10.0
+ENCODER_MAX_MEMORY_RATIO = 0.4
+ENCODER_MAX_TIME_RATIO = 1.4
+FLOOR_MAX_MULTIPLE = 3.0
+FAST_STRATEGIES = ("stream", "mmap")
+
+
+@dataclass
+class TargetResult:
+    target: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _get(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _median(d: dict[str, Any], *keys: str) -> float | None:
+    t = _get(d, *keys)
+    return None if t is None else float(t["median"])
+
+
+def _missing(target: str, what: str) -> TargetResult:
+    return TargetResult(target, fmt.NA, None, f"not measured: {what}")
+
+
+def per_sample(results: dict[str, Any]) -> list[TargetResult]:
+    out = []
+    base = _median(results, "data", "per_sample", "none", "float32")
+    for s in FAST_STRATEGIES:
+        value = _median(results, "data", "per_sample", s, "float32")
+        target = f"per-sample sensor window ≤ 0.2 ms ({s}, float32, as returned)"
+        if value is None:
+            out.append(_missing(target, f"data.per_sample.{s}"))
+            continue
+        out.append(TargetResult(target, fmt.seconds(value), value <= PER_SAMPLE_MAX_S))
+        speedup = fmt.safe_div(base, value)
+        target = f"per-sample ≥ 500× the no-cache path ({s})"
+        if speedup is None:
+            out.append(_missing(target, "data.per_sample.none"))
+        else:
+            out.append(TargetResult(target, fmt.ratio(speedup), speedup >= PER_SAMPLE_MIN_SPEEDUP))
+    return out
+
+
+def batch(results: dict[str, Any]) -> list[TargetResult]:
+    out = []
+    for workers, per in sorted((_get(results, "data", "batch") or {}).items()):
+        base = _median(per, "none")
+        best = min(
+            ((s, _median(per, s)) for s in FAST_STRATEGIES if _median(per, s) is not None),
+            key=lambda kv: kv[1],  # type: ignore[arg-type,return-value]
+            default=(None, None),
+        )
+        target = f"batch of B ≥ 20× the no-cache path (num_workers={workers})"
+        speedup = fmt.safe_div(base, best[1])
+        if speedup is None:
+            out.append(_missing(target, "data.batch"))
+        else:
+            out.append(TargetResult(target, f"{fmt.ratio(speedup)} ({best[0]})", speedup >= BATCH_MIN_SPEEDUP))
+    return out or [_missing("batch of B ≥ 20× the no-cache path", "data.batch")]
+
+
+def cache_bytes(results: dict[str, Any]) -> list[TargetResult]:
+    out = []
+    raw = _get(results, "memory", "raw_sensor_nbytes")
+    for s in FAST_STRATEGIES:
+        value = _get(results, "memory", "cache_nbytes", s, "float32")
+        target = f"cache bytes ≤ 1.1× raw stream ({s}, float32)"
+        r = fmt.safe_div(value, raw)
+        if r is None:
+            out.append(_missing(target, f"memory.cache_nbytes.{s}"))
+        else:
+            out.append(TargetResult(target, f"{fmt.ratio(r)} ({fmt.nbytes(value)} vs {fmt.nbytes(raw)})", r <= CACHE_MAX_RAW_RATIO))
+    return out
+
+
+def worker_copies(results: dict[str, Any]) -> list[TargetResult]:
+    out = []
+    procs = _get(results, "memory", "processes") or {}
+    for s in FAST_STRATEGIES:
+        target = f"workers add no private copy of the cache ({s})"
+        extra = _get(procs, s, "worker_private_extra_nbytes")
+        cache = _get(procs, s, "cache_nbytes")
+        frac = fmt.safe_div(extra, cache)
+        if frac is None:
+            out.append(_missing(target, f"memory.processes.{s}"))
+            continue
+        out.append(
+            TargetResult(
+                target,
+                f"{fmt.nbytes(extra)} private per worker beyond no-cache = {frac * 100:.1f}% of {fmt.nbytes(cache)}",
+                frac <= WORKER_MAX_PRIVATE_FRACTION,
+                "pass when each worker's extra private memory is ≤ 10% of the cache",
+            )
+        )
+    return out
+
+
+def warm_init(results: dict[str, Any]) -> list[TargetResult]:
+    cold = _median(results, "data", "init", "mmap_cold")
+    warm = _median(results, "data", "init", "mmap_warm")
+    target = "warm init ≥ 10× faster than cold (mmap)"
+    speedup = fmt.safe_div(cold, warm)
+    if speedup is None:
+        return [_missing(target, "data.init.mmap_cold / mmap_warm")]
+    return [TargetResult(target, f"{fmt.ratio(speedup)} ({fmt.seconds(cold)} → {fmt.seconds(warm)})", speedup >= WARM_INIT_MIN_SPEEDUP)]
+
+
+def encoder(results: dict[str, Any]) -> list[TargetResult]:
+    out = []
+    lengths = _get(results, "encoder", "training", "lengths") or {}
+    for length, row in lengths.items():
+        target = f"encoder activations −60% with checkpointing at ≤ 1.4× step time (T={length})"
+        mem, t = row["memory_ratio"], row["time_ratio"]
+        out.append(
+            TargetResult(
+                target,
+                f"{fmt.percent(mem - 1)} memory at {fmt.ratio(t)} time",
+                mem <= ENCODER_MAX_MEMORY_RATIO and t <= ENCODER_MAX_TIME_RATIO,
+            )
+        )
+    return out or [_missing("encoder activations −60% with checkpointing at ≤ 1.4× step time", "encoder")]
+
+
+def floor(results: dict[str, Any]) -> list[TargetResult]:
+    out = []
+    window_floor = _median(results, "floor", "window", "timing")
+    for s in FAST_STRATEGIES:
+        value = _median(results, "data", "per_sample_materialized", s, "float32")
+        target = f"per-sample loading (materialized) within 3× the memcpy floor ({s})"
+        m = fmt.safe_div(value, window_floor)
+        if m is None:
+            out.append(_missing(target, "floor.window"))
+        else:
+            out.append(TargetResult(target, f"{fmt.ratio(m)} the floor", m <= FLOOR_MAX_MULTIPLE))
+    batch_floor = _median(results, "floor", "batch", "timing")
+    per = _get(results, "data", "batch", "0") or {}
+    values = [(s, _median(per, s)) for s in FAST_STRATEGIES if _median(per, s) is not None]
+    target = "batch loading within 3× the memcpy floor (num_workers=0)"
+    if not values or batch_floor is None:
+        out.append(_missing(target, "data.batch.0 / floor.batch"))
+    else:
+        s, best = min(values, key=lambda kv: kv[1])  # type: ignore[arg-type,return-value]
+        m = best / batch_floor
+        out.append(TargetResult(target, f"{fmt.ratio(m)} the floor ({s})", m <= FLOOR_MAX_MULTIPLE))
+    return out
+
+
+CHECKS: list[Callable[[dict[str, Any]], list[TargetResult]]] = [
+    per_sample, batch, cache_bytes, worker_copies, warm_init, encoder, floor,
+]
+
+
+def evaluate(results: dict[str, Any]) -> list[TargetResult]:
+    return [r for check in CHECKS for r in check(results)]
