@@ -22,7 +22,13 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from vla_sensor.bench.config import DataBenchConfig
-from vla_sensor.bench.memory import ProcessMemory, child_pids, read_smaps_rollup, smaps_available
+from vla_sensor.bench.memory import (
+    ProcessMemory,
+    child_pids,
+    read_smaps_rollup,
+    release_freed_memory,
+    smaps_available,
+)
 from vla_sensor.bench.timing import Timing, measure, measure_each, time_once
 
 log = logging.getLogger(__name__)
@@ -366,7 +372,7 @@ def _run(cfg: DataBenchConfig, work_dir: Path, on_floor: Callable[[int], None] |
         data["init"].update({k: v.to_dict() for k, v in inits.items()})
         # The main process's growth from one more (warm) build and a read of every window.
         del ds
-        gc.collect()
+        release_freed_memory()
         main_before = read_smaps_rollup() if smaps_available() else None
         ds = bench.build(strategy, cache_dir=bench.last_cache_dir if strategy == "mmap" else None)
         if strategy != "none":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,21 @@ def read_smaps_rollup(pid: int | None = None) -> ProcessMemory:
         private_dirty=fields.get("Private_Dirty", 0),
         anonymous=fields.get("Anonymous", 0),
     )
+
+
+def release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so that the next resident-set
+    delta measures the new allocation rather than reused free memory. No-op elsewhere."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(name).malloc_trim(0)
 
 
 def child_pids(pid: int | None = None) -> list[int]:

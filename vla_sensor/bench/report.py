@@ -160,7 +160,8 @@ def memory_table(results: dict[str, Any]) -> str:
         def cell(s: str, key: str) -> str:
             return fmt.nbytes(_g(procs, s, key))
 
-        rows.append(["Main process RSS after init (private)", *[cell(s, "main_private") for s in STRATEGIES], fmt.NA])
+        rows.append(["Main process: resident growth from init + reading every window", *[cell(s, "main_rss") for s in STRATEGIES], fmt.NA])
+        rows.append(["  … of which private dirty (heap written by this process)", *[cell(s, "main_private_dirty") for s in STRATEGIES], fmt.NA])
         rows.append(["Per DataLoader worker: private (dirty + clean)", *[cell(s, "worker_private") for s in STRATEGIES], fmt.NA])
         rows.append(["Per worker: private dirty (written copies)", *[cell(s, "worker_private_dirty") for s in STRATEGIES], fmt.NA])
         rows.append(["Per worker: shared with the parent / page cache", *[cell(s, "worker_shared") for s in STRATEGIES], fmt.NA])
@@ -270,7 +271,12 @@ def model_table(results: dict[str, Any]) -> str:
     if not rows:
         rows = [["fusion model", fmt.NA, fmt.NA, fmt.NA, fmt.NA, fmt.NA, model.get("skipped", "not measured yet")]]
     header = ["Config", "Device", "B", "Step", "Samples/s", "Peak memory", "Status"]
-    return "\n\n".join(["### Model training step", fmt.table(header, rows)])
+    note = (
+        "One step = forward + backward + AdamW on a batch of generated samples passed through the model's "
+        "sample transform and the collate. Peak memory on CPU: resident-set growth during a step (sampled "
+        "every ms, after a first step created the optimizer state); on a GPU: the allocator's peak."
+    )
+    return "\n\n".join(["### Model training step", device_heading(results), fmt.table(header, rows), note])
 
 
 def targets_table(targets: list[TargetResult]) -> str:

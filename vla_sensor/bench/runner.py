@@ -90,7 +90,16 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         if "model" in cfg.sections:
             from vla_sensor.bench import model_bench
 
-            results["model"] = model_bench.run(cfg.model)
+            recordings = sorted((work_dir / "recordings").glob("traj_*"))
+            if not recordings:
+                from vla_sensor.data.synthetic import generate_dataset
+
+                recordings = generate_dataset(work_dir / "model_recordings", trajectories=1, seconds=2.0,
+                                              sensor_rate=cfg.data.sensor_rate, image_size=cfg.data.image_size,
+                                              views=tuple(cfg.data.views), seed=cfg.data.seed)
+            t0 = time.perf_counter()
+            results["model"] = model_bench.run(cfg.model, [Path(p) for p in recordings], list(cfg.data.views), cfg.data.image_size)
+            sections["model"] = time.perf_counter() - t0
         else:
             results["model"] = {"skipped": "section disabled"}
     finally:
