@@ -249,7 +249,8 @@ def saved_activation_bytes(
 
     Counts each distinct storage saved for backward once, excluding parameters and the given
     inputs (the caller holds those anyway). CPU-friendly stand-in for peak activation memory.
-    Returns ``{"saved_bytes", "step_seconds"}``.
+    Returns ``{"saved_bytes", "step_seconds", "step_cpu_seconds"}``; the CPU time of this process
+    is the steadier figure on a machine shared with other jobs.
     """
     excluded = {p.untyped_storage().data_ptr() for p in module.parameters()}
     excluded |= {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, Tensor)}
@@ -265,11 +266,11 @@ def saved_activation_bytes(
     was_training = module.training
     module.train()
     module.zero_grad(set_to_none=True)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = module(*inputs, **kwargs)
     loss = loss_fn(out) if loss_fn is not None else out.float().square().mean()
     loss.backward()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     module.train(was_training)
-    return {"saved_bytes": float(sum(seen.values())), "step_seconds": elapsed}
+    return {"saved_bytes": float(sum(seen.values())), "step_seconds": elapsed, "step_cpu_seconds": cpu}
