@@ -79,7 +79,7 @@ class TrainerConfig:
     keep_last: int = 2
     resume: str | None = None  # None, "auto", or a run / checkpoint directory
     expected_world_size: int | None = None
-    find_unused_parameters: bool = True  # DDP: e.g. the no-sensor embedding is unused in some batches
+    find_unused_parameters: bool = False  # DDP: true if some parameters get no gradient in some steps
     export: bool = True
     progress_bar: bool = True
 

@@ -109,8 +109,25 @@ def _value(x) -> str:
     return x.value if hasattr(x, "value") else str(x)
 
 
+def validate_config(cfg: DictConfig) -> None:
+    """Cross-field checks the schema cannot express; run before anything is built."""
+    tc = cfg.trainer
+    stage = _value(tc.stage.name)
+    if stage != "stage1":
+        if not tc.stage.init_from:
+            raise ValueError(f"trainer.stage={stage} needs trainer.stage.init_from=<a stage-1 run or its final/>")
+        if not Path(tc.stage.init_from).is_dir():
+            raise FileNotFoundError(f"trainer.stage.init_from={tc.stage.init_from}: no such directory")
+    for key in ("grad_accum_steps", "log_every"):
+        if tc[key] < 1:
+            raise ValueError(f"trainer.{key} must be >= 1, got {tc[key]}")
+    if tc.max_steps is None and tc.epochs is None:
+        raise ValueError("set trainer.max_steps or trainer.epochs")
+
+
 def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     tc = cfg.trainer
+    validate_config(cfg)
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
 
