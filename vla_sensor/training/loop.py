@@ -39,7 +39,7 @@ from vla_sensor.training.components import Components, cache_nbytes
 from vla_sensor.training.ema import EMA
 from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
 from vla_sensor.training.run_dir import decide_run_dir, incompatible_keys, job_name, sweep_group
-from vla_sensor.training.sampler import ShardedEpochSampler
+from vla_sensor.training.sampler import ResumableBatches, ShardedBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +157,11 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     set_seed(cfg.seed)
     components: Components = get_method(tc.components)(cfg, accelerator)
     model = components.model
-    train_sampler = ShardedEpochSampler(len(components.train_dataset), world, rank, seed=cfg.seed)
     batch_size, num_workers = cfg.data.batch_size, cfg.data.num_workers
-    train_loader = _loader(components.train_dataset, train_sampler, components, batch_size, num_workers,
-                           cfg.seed + rank, True, accelerator.device)
-    batches_per_epoch = len(train_sampler.shard()) // batch_size
+    train_batches = ResumableBatches(train_batch_sampler(cfg, components.train_dataset, world, rank))
+    train_loader = _loader(components.train_dataset, train_batches, components, num_workers, cfg.seed + rank,
+                           accelerator.device)
+    batches_per_epoch = len(train_batches.batch_sampler)
     if batches_per_epoch == 0:
         raise ValueError(
             f"the training split ({len(components.train_dataset)} samples) is smaller than one batch per "
@@ -170,9 +170,10 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     max_steps = total_steps(tc, batches_per_epoch)
     val_loader = None
     if components.val_dataset is not None and len(components.val_dataset) > 0:
-        val_sampler = ShardedEpochSampler(len(components.val_dataset), world, rank, shuffle=False, drop_last=False)
-        val_loader = _loader(components.val_dataset, val_sampler, components, batch_size, num_workers,
-                             cfg.seed, False, accelerator.device)
+        val_batches = ShardedBatchSampler(len(components.val_dataset), batch_size, world, rank, shuffle=False,
+                                          drop_last=False)
+        val_loader = _loader(components.val_dataset, val_batches, components, num_workers, cfg.seed,
+                             accelerator.device)
 
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.warmup_steps, max_steps, tc.min_lr_ratio))
@@ -193,8 +194,7 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     start_trackers(cfg, accelerator, run_dir, state, resumed=checkpoint is not None)
 
     # --- the loop ------------------------------------------------------------------------------------
-    micro_batches = _micro_batches(train_loader, train_sampler, state, batch_size)
-    samples_per_step = batch_size * tc.grad_accum_steps * world
+    micro_batches = _micro_batches(train_loader, train_batches, state)
     meter = IntervalMeter()
     last_log: dict = {}
     bar = tqdm(total=max_steps, initial=state.step, disable=not (main and tc.progress_bar), desc="train",
@@ -204,11 +204,12 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     while state.step < end_step:
         t_start = time.perf_counter()  # step time: data wait + compute; validation and saving excluded
         loss_sum = torch.zeros((), device=accelerator.device)
-        data_wait = 0.0
+        data_wait, samples = 0.0, 0
         for micro in range(tc.grad_accum_steps):
             t0 = time.perf_counter()
             batch = send_to_device(next(micro_batches), accelerator.device, non_blocking=True)
             data_wait += time.perf_counter() - t0
+            samples += _batch_len(batch) * world  # buckets may vary the batch size; ranks take turns alike
             sync = micro == tc.grad_accum_steps - 1  # gradients are all-reduced on the last micro-batch only
             with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                 loss = model(batch)["loss"]
@@ -221,8 +222,8 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
         if ema is not None:
             ema.update(accelerator.unwrap_model(model))
         state.step += 1
-        state.samples_seen += samples_per_step
-        meter.add(time.perf_counter() - t_start, data_wait, samples_per_step, loss_sum)
+        state.samples_seen += samples
+        meter.add(time.perf_counter() - t_start, data_wait, samples, loss_sum)
         bar.update(1)
 
         last = state.step == end_step
@@ -288,15 +289,23 @@ def make_optimizer(model: torch.nn.Module, tc: DictConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas))
 
 
-def _loader(dataset, sampler, components: Components, batch_size: int, workers: int, seed: int, train: bool,
+def train_batch_sampler(cfg: DictConfig, dataset, world: int, rank: int):
+    """Fixed-size sharded batches, or length-bucketed ones (``data.bucket_by_length``) for variable windows."""
+    if cfg.data.get("bucket_by_length", False):
+        from vla_sensor.data.sampler import LengthBucketBatchSampler
+
+        return LengthBucketBatchSampler(dataset.sensor_lengths(), cfg.data.batch_size, shuffle=True, seed=cfg.seed,
+                                        drop_last=True, num_replicas=world, rank=rank, max_rows=cfg.data.max_rows)
+    return ShardedBatchSampler(len(dataset), cfg.data.batch_size, world, rank, seed=cfg.seed)
+
+
+def _loader(dataset, batch_sampler, components: Components, workers: int, seed: int,
             device: torch.device) -> DataLoader:
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        batch_sampler=batch_sampler,
         num_workers=workers,
         collate_fn=components.collate_fn,
-        drop_last=train,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
@@ -306,11 +315,10 @@ def _loader(dataset, sampler, components: Components, batch_size: int, workers: 
     )
 
 
-def _micro_batches(loader: DataLoader, sampler: ShardedEpochSampler, state: TrainState,
-                   batch_size: int) -> Iterator[dict]:
+def _micro_batches(loader: DataLoader, batches: ResumableBatches, state: TrainState) -> Iterator[dict]:
     """Batches forever, epoch after epoch, starting at the data position recorded in ``state``."""
     while True:
-        sampler.set_epoch(state.epoch, start=state.batch_in_epoch * batch_size)
+        batches.set_epoch(state.epoch, skip=state.batch_in_epoch)
         for batch in loader:
             state.batch_in_epoch += 1
             yield batch
@@ -355,6 +363,9 @@ def validate(accelerator: Accelerator, model, loader: DataLoader, max_batches: i
 
 
 def _batch_len(batch) -> int:
+    """Samples in a batch: its ``actions`` rows (``pixel_values`` are patches, not samples), else any tensor's."""
+    if isinstance(batch, dict) and isinstance(batch.get("actions"), torch.Tensor):
+        return len(batch["actions"])
     for value in (batch.values() if isinstance(batch, dict) else batch):
         if isinstance(value, torch.Tensor):
             return len(value)

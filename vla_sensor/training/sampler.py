@@ -1,36 +1,35 @@
-"""Deterministic, sharded, resumable sample order.
+"""Deterministic, sharded, resumable batch order.
 
-Each epoch's order is a permutation seeded by ``(seed, epoch)`` alone, so it does not depend on how
-much random state the run consumed before; process ``r`` of ``w`` takes every ``w``-th index. A resumed
-run skips the samples it already consumed in the epoch without loading them.
+Each epoch's order depends on ``(seed, epoch)`` alone, not on how much random state the run consumed
+before, and process ``r`` of ``w`` takes its own share. A resumed run skips the batches it already
+consumed in the epoch by index, without loading them.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
 
 
-class ShardedEpochSampler(Sampler[int]):
-    """Like ``DistributedSampler`` (equal-sized shards, drop the remainder) plus a start offset."""
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Like ``DistributedSampler`` + ``BatchSampler``: a per-epoch permutation, equal shards, batches."""
 
-    def __init__(self, num_samples: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+    def __init__(self, num_samples: int, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
                  shuffle: bool = True, drop_last: bool = True) -> None:
         self.num_samples = num_samples
+        self.batch_size = batch_size
         self.num_replicas = num_replicas
         self.rank = rank
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.epoch = 0
-        self.start = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch's permutation and skip this process's first ``start`` samples of it."""
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.start = start
 
     def shard(self) -> list[int]:
         if self.shuffle:
@@ -38,12 +37,33 @@ class ShardedEpochSampler(Sampler[int]):
             order = torch.randperm(self.num_samples, generator=g).tolist()
         else:
             order = list(range(self.num_samples))
-        if self.drop_last:
+        if self.drop_last:  # equal shards, so every process runs the same number of steps
             order = order[: len(order) - len(order) % self.num_replicas]
         return order[self.rank :: self.num_replicas]
 
-    def __len__(self) -> int:
-        return max(len(self.shard()) - self.start, 0)
+    def __iter__(self) -> Iterator[list[int]]:
+        shard = self.shard()
+        stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
+        return (shard[i : i + self.batch_size] for i in range(0, stop, self.batch_size))
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.shard()[self.start :])
+    def __len__(self) -> int:
+        n = len(self.shard())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class ResumableBatches(Sampler[list[int]]):
+    """Wraps a batch sampler that has ``set_epoch``; ``set_epoch(epoch, skip)`` drops its first batches."""
+
+    def __init__(self, batch_sampler) -> None:
+        self.batch_sampler = batch_sampler
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.batch_sampler.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return itertools.islice(iter(self.batch_sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.batch_sampler) - self.skip, 0)
