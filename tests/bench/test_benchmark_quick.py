@@ -113,7 +113,9 @@ def test_json_complete_and_finite(quick_run: tuple[Path, str]) -> None:
         assert len(proc["workers"]) == 2, s
         for key in ("worker_private", "worker_shared", "worker_pss", "worker_rss"):
             _positive(proc[key], f"processes.{s}.{key}")
-        assert proc["worker_private_extra_nbytes"] >= 0
+        if s != "none" and "worker_cache_private_copy_max" in proc:  # needs /proc/<pid>/pagemap
+            assert 0 <= proc["worker_cache_private_copy_max"] <= proc["cache_nbytes"]
+            _positive(proc["worker_cache_shared_mean"], f"processes.{s}.worker_cache_shared_mean")
     for d in ("float16", "int8"):
         q = mem["quantization"][d]
         assert q["max_abs"] > 0 and q["mean_abs"] > 0 and isinstance(q["within_bound"], bool)

@@ -29,7 +29,8 @@ from vla_sensor.bench.memory import (
     release_freed_memory,
     smaps_available,
 )
-from vla_sensor.bench.timing import Timing, measure, measure_each, time_once
+from vla_sensor.bench.pages import cache_location, pagemap_available, worker_cache_pages
+from vla_sensor.bench.timing import Timing, measure_each, time_once
 
 log = logging.getLogger(__name__)
 
@@ -107,26 +108,32 @@ class DataBench:
 
     # --------------------------------------------------------------------- init
     def time_init(self, strategy: str) -> tuple[dict[str, Timing], Any]:
-        """Init timings; returns the last dataset built (warm for ``mmap``)."""
+        """Init timings; returns the last dataset built (warm for ``mmap``).
+
+        The previous dataset is dropped and garbage-collected before the clock starts, so freeing
+        one dataset is never timed as part of building the next.
+        """
         repeats = max(self.cfg.init_repeats, 1)
         holder: dict[str, Any] = {}
 
-        def build(cache_dir: Path | None = None) -> None:
+        def timed_build(cache_dir: Path | None = None) -> float:
             holder.pop("ds", None)
             gc.collect()
-            holder["ds"] = self.build(strategy, cache_dir=cache_dir)
+            seconds, holder["ds"] = time_once(lambda: self.build(strategy, cache_dir=cache_dir))
+            return seconds
 
         if strategy != "mmap":
-            return {strategy: measure(build, repeats=repeats, warmup=0)}, holder.pop("ds")
-        cold: list[float] = []
+            samples = [timed_build() for _ in range(repeats)]
+            return {strategy: Timing.from_samples(samples)}, holder.pop("ds")
+        cold = []
         cache_dir = self.work_dir
         for _ in range(repeats):
             cache_dir = self.fresh_cache_dir()
-            cold.extend(measure(lambda d=cache_dir: build(d), repeats=1, warmup=0).samples)
-        warm = measure(lambda: build(cache_dir), repeats=repeats, warmup=0)
+            cold.append(timed_build(cache_dir))
+        warm = [timed_build(cache_dir) for _ in range(repeats)]
         if holder["ds"].cache.built_here:
             log.warning("mmap: the warm init rebuilt its cache; the warm figure is not a reopen")
-        return {"mmap_cold": Timing.from_samples(cold), "mmap_warm": warm}, holder.pop("ds")
+        return {"mmap_cold": Timing.from_samples(cold), "mmap_warm": Timing.from_samples(warm)}, holder.pop("ds")
 
     # ----------------------------------------------------------------- samples
     def sample_order(self, n_samples: int, count: int, salt: int = 0) -> list[int]:
@@ -218,6 +225,9 @@ class DataBench:
         if workers > 0 and smaps_available():
             pids = [p for p in child_pids() if p not in before]
             memory["workers"] = [_safe_smaps(p) for p in pids]
+            location = cache_location(ds)
+            if location is not None and pids and pagemap_available(pids[0]):
+                memory["cache_pages"] = [_safe_pages(p, location) for p in pids]
             memory["main"] = read_smaps_rollup().to_dict()
             if main_before_loader is not None:
                 memory["main_before_loader"] = main_before_loader.to_dict()
@@ -248,6 +258,13 @@ def _safe_smaps(pid: int) -> dict[str, Any]:
     try:
         return read_smaps_rollup(pid).to_dict()
     except OSError as exc:  # the worker exited
+        return {"pid": pid, "error": str(exc)}
+
+
+def _safe_pages(pid: int, location: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"pid": pid, **worker_cache_pages(pid, location)}
+    except OSError as exc:
         return {"pid": pid, "error": str(exc)}
 
 
@@ -322,7 +339,17 @@ def _worker_summary(epoch: dict[str, Any]) -> dict[str, Any]:
     def mean(key: str) -> float:
         return float(np.mean([w[key] for w in workers]))
 
+    pages = [p for p in epoch.get("memory", {}).get("cache_pages", []) if "error" not in p]
+    page_summary = {}
+    if pages:
+        page_summary = {
+            "worker_cache_private_copy_max": max(p["private_copy_bytes"] for p in pages),
+            "worker_cache_shared_mean": float(np.mean([p["shared_bytes"] for p in pages])),
+            "worker_cache_resident_mean": float(np.mean([p["resident_bytes"] for p in pages])),
+            "cache_pages": pages,
+        }
     return {
+        **page_summary,
         "worker_private": mean("private"),
         "worker_private_dirty": mean("private_dirty"),
         "worker_shared": mean("shared"),

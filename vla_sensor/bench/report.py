@@ -166,16 +166,18 @@ def memory_table(results: dict[str, Any]) -> str:
         rows.append(["Per worker: private dirty (written copies)", *[cell(s, "worker_private_dirty") for s in STRATEGIES], fmt.NA])
         rows.append(["Per worker: shared with the parent / page cache", *[cell(s, "worker_shared") for s in STRATEGIES], fmt.NA])
         rows.append(["Per worker: Pss", *[cell(s, "worker_pss") for s in STRATEGIES], fmt.NA])
-        extra = []
+        copies = []
         for s in STRATEGIES:
-            e, c = _g(procs, s, "worker_private_extra_nbytes"), _g(procs, s, "cache_nbytes")
-            extra.append(fmt.NA if e is None else f"{fmt.nbytes(e)} ({fmt.percent(fmt.safe_div(e, c))[1:] if c else fmt.NA} of cache)")
-        rows.append(["Per worker: private beyond the no-cache worker", *extra, "≈ 0 means no per-worker copy"])
+            c, n = _g(procs, s, "worker_cache_private_copy_max"), _g(procs, s, "cache_nbytes")
+            sh = _g(procs, s, "worker_cache_shared_mean")
+            copies.append(fmt.NA if c is None else f"{fmt.nbytes(c)} copied / {fmt.nbytes(sh)} shared")
+        rows.append(["Per worker: pages of the cache privately copied / shared", *copies, "0 copied = no per-worker copy"])
     header = ["Component", *STRATEGY_COLUMNS.values(), "Savings"]
     note = (
         f"Worker figures: /proc/<pid>/smaps_rollup of each of the {procs.get('num_workers', 2) if procs else 2} "
-        "workers (mean) after they loaded an epoch; the main process touched every cached page first so that "
-        "file pages mapped by several processes count as shared."
+        "workers (mean) after they loaded an epoch; the main process read every cached page first. Worker "
+        "private memory includes heap from building batches; whether the cache itself is copied is read page by "
+        "page from /proc/<pid>/pagemap over the cache's address range (max over workers)."
     )
     return "\n\n".join(["### Memory Usage", device_heading(results), fmt.table(header, rows), note])
 
@@ -263,18 +265,22 @@ def model_table(results: dict[str, Any]) -> str:
             str(r.get("batch_size", fmt.NA)),
             fmt.timing(r.get("step")) if r.get("step") else fmt.NA,
             f"{r['samples_per_s']:.2f}" if r.get("samples_per_s") else fmt.NA,
-            fmt.nbytes(r.get("peak_bytes")) if r.get("peak_bytes") else fmt.NA,
+            fmt.nbytes(r.get("peak_bytes")) if r.get("peak_bytes") is not None else fmt.NA,
+            fmt.nbytes(r.get("saved_for_backward_bytes")) if r.get("saved_for_backward_bytes") is not None else fmt.NA,
+            f"{r['trainable_parameters'] / 1e6:.2f} M / {r['total_parameters'] / 1e6:.2f} M" if r.get("total_parameters") else fmt.NA,
             r.get("status", ""),
         ]
         for r in model.get("rows", [])
     ]
     if not rows:
-        rows = [["fusion model", fmt.NA, fmt.NA, fmt.NA, fmt.NA, fmt.NA, model.get("skipped", "not measured yet")]]
-    header = ["Config", "Device", "B", "Step", "Samples/s", "Peak memory", "Status"]
+        rows = [["fusion model", *[fmt.NA] * 7, model.get("skipped", "not measured yet")]]
+    header = ["Config", "Device", "B", "Step", "Samples/s", "Peak memory", "Saved for backward", "Trainable / total params", "Status"]
     note = (
         "One step = forward + backward + AdamW on a batch of generated samples passed through the model's "
         "sample transform and the collate. Peak memory on CPU: resident-set growth during a step (sampled "
-        "every ms, after a first step created the optimizer state); on a GPU: the allocator's peak."
+        "every ms, after a first step created the optimizer state, so mostly reused memory); on a GPU: the "
+        "allocator's peak. Saved for backward: activation bytes autograd kept (unique storages, parameters "
+        "excluded)."
     )
     return "\n\n".join(["### Model training step", device_heading(results), fmt.table(header, rows), note])
 

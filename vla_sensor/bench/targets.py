@@ -107,18 +107,20 @@ def worker_copies(results: dict[str, Any]) -> list[TargetResult]:
     procs = _get(results, "memory", "processes") or {}
     for s in FAST_STRATEGIES:
         target = f"workers add no private copy of the cache ({s})"
-        extra = _get(procs, s, "worker_private_extra_nbytes")
+        copied = _get(procs, s, "worker_cache_private_copy_max")
         cache = _get(procs, s, "cache_nbytes")
-        frac = fmt.safe_div(extra, cache)
+        frac = fmt.safe_div(copied, cache)
         if frac is None:
-            out.append(_missing(target, f"memory.processes.{s}"))
+            out.append(_missing(target, f"memory.processes.{s}.worker_cache_private_copy_max (needs /proc/<pid>/pagemap)"))
             continue
+        shared = _get(procs, s, "worker_cache_shared_mean")
         out.append(
             TargetResult(
                 target,
-                f"{fmt.nbytes(extra)} private per worker beyond no-cache = {frac * 100:.1f}% of {fmt.nbytes(cache)}",
+                f"{fmt.nbytes(copied)} of the {fmt.nbytes(cache)} cache privately copied in a worker "
+                f"({frac * 100:.1f}%); {fmt.nbytes(shared)} shared",
                 frac <= WORKER_MAX_PRIVATE_FRACTION,
-                "pass when each worker's extra private memory is ≤ 10% of the cache",
+                "pass when no worker holds more than 10% of the cache as private pages",
             )
         )
     return out
