@@ -1,0 +1,189 @@
+"""Evaluate a trained run: load its config, weights and statistics, score its validation trajectories.
+
+Works on one process and under ``accelerate launch``: each rank scores its shard, and predictions are
+gathered with ``gather_for_metrics`` so the samples Accelerate repeats to even out the last batch are
+never counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vla_sensor.eval.metrics import ActionErrorAccumulator
+from vla_sensor.eval.report import format_table, plot_action_traces, plot_error_by_horizon, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+EXPORT_CONFIG_FILE = "vla_config.json"
+
+
+class RunLoadError(FileNotFoundError):
+    """A run directory or checkpoint lacks what evaluation needs."""
+
+
+@dataclass
+class EvalResult:
+    """The evaluation's numbers and the files it wrote."""
+
+    metrics: dict[str, Any]
+    output_dir: Path
+    table: str
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """The resolved config ``train.py`` wrote into the run directory."""
+    if not run_dir.is_dir():
+        raise RunLoadError(f"run_dir={run_dir}: no such directory (expected a train.py output directory)")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise RunLoadError(
+            f"run_dir={run_dir}: no config.yaml (the resolved config train.py writes at start-up); "
+            "is this a train.py output directory?"
+        )
+    return OmegaConf.load(path)
+
+
+def resolve_weights(run_dir: Path, checkpoint: str | None) -> Path:
+    """``checkpoint`` if given, else the run's ``final/`` export; a clear error naming what is missing."""
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_dir():
+            raise RunLoadError(f"checkpoint={checkpoint}: no such directory")
+        if not (path / WEIGHTS_FILE).is_file():
+            raise RunLoadError(f"checkpoint={checkpoint}: no {WEIGHTS_FILE} in it")
+        return path
+    final = run_dir / "final"
+    if not (final / WEIGHTS_FILE).is_file() or not (final / EXPORT_CONFIG_FILE).is_file():
+        ckpts = sorted((run_dir / "checkpoints").glob("step_*")) if (run_dir / "checkpoints").is_dir() else []
+        hint = f"; pass checkpoint={ckpts[-1]}" if ckpts else ""
+        raise RunLoadError(
+            f"run_dir={run_dir}: no final export ({final}/{WEIGHTS_FILE} and {EXPORT_CONFIG_FILE}); "
+            f"did training finish?{hint}"
+        )
+    return final
+
+
+def load_model(cfg: DictConfig, weights: Path, action_dim: int) -> torch.nn.Module:
+    """A ``save_pretrained`` export loads as it is; a training checkpoint is rebuilt from the config."""
+    from vla_sensor.models.vla import QwenVLAWithSensor
+
+    if (weights / EXPORT_CONFIG_FILE).is_file():
+        return QwenVLAWithSensor.from_pretrained(weights)
+    from safetensors.torch import load_file
+
+    from vla_sensor.training.components import _build_model as build_policy
+
+    model = build_policy(cfg, action_dim, stats=None)
+    missing, unexpected = model.load_state_dict(load_file(weights / WEIGHTS_FILE), strict=False)
+    if missing or unexpected:
+        raise RunLoadError(
+            f"checkpoint {weights}: weights do not match the run's model config "
+            f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})"
+        )
+    return model
+
+
+def build_eval_dataset(cfg: DictConfig, val_dirs: list[str] | None) -> Any:
+    """The run's validation trajectories (same split as training), or the given directories."""
+    from vla_sensor.data.build import build_datasets
+
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    if val_dirs:
+        data_cfg.update(trajectory_dirs=list(val_dirs), val_dirs=[], val_fraction=0.0, generate_if_missing=False)
+        dataset, _, _ = build_datasets(data_cfg)
+        return dataset
+    _, val_ds, _ = build_datasets(data_cfg)
+    if val_ds is None:
+        raise RunLoadError(
+            "the run has no validation trajectories (data.val_fraction=0 and no data.val_dirs); "
+            "pass data.val_dirs=[<trajectory dir>, ...]"
+        )
+    return val_ds
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | None = None,
+    val_dirs: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    num_trace_plots: int = 3,
+    cpu: bool = False,
+) -> EvalResult:
+    """Score a run on held-out trajectories; rank 0 writes ``eval_metrics.json`` and the plots."""
+    from accelerate import Accelerator
+
+    from vla_sensor.data.loader import make_dataloader
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    weights = resolve_weights(run_dir, checkpoint)
+    accelerator = Accelerator(cpu=cpu)
+    dataset = build_eval_dataset(cfg, val_dirs)
+    model = load_model(cfg, weights, dataset.action_dim)
+    model_dim = int(model.action_dim)
+    if model_dim != dataset.action_dim:
+        raise RunLoadError(
+            f"the model at {weights} predicts {model_dim} action dimensions but the evaluation "
+            f"trajectories have {dataset.action_dim}"
+        )
+    dataset.sample_transform = model.build_sample_transform(list(cfg.data.view_selection), list(cfg.data.image_size))
+    loader = make_dataloader(dataset, batch_size or int(cfg.data.batch_size), num_workers, shuffle=False)
+    model, loader = accelerator.prepare(model.eval(), loader)
+    policy = accelerator.unwrap_model(model)
+
+    acc = ActionErrorAccumulator(horizon=int(cfg.data.horizon), action_dim=model_dim)
+    traces: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    with torch.no_grad():
+        for batch in loader:
+            pred = policy.predict_action(batch)
+            keys = (pred, batch["actions"], batch["action_is_pad"], batch["has_sensor_mask"],
+                    batch["trajectory_index"], batch["step_index"])
+            pred, true, is_pad, has_sensor, traj, step = accelerator.gather_for_metrics(keys)
+            if not accelerator.is_main_process:
+                continue
+            acc.update(pred.float(), true.float(), is_pad, has_sensor)
+            for k in torch.unique(traj).tolist():
+                if k >= num_trace_plots and len(traces) >= num_trace_plots and k not in traces:
+                    continue
+                rows = traj == k
+                traces[k]["step"].append(step[rows].cpu().numpy())
+                traces[k]["true"].append(true[rows, 0].float().cpu().numpy())
+                traces[k]["pred"].append(pred[rows, 0].float().cpu().numpy())
+
+    out = Path(output_dir) if output_dir else run_dir / "eval"
+    summary = acc.summary()
+    table = format_table(summary)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "run_dir": str(run_dir),
+            "weights": str(weights),
+            "num_samples": len(dataset),
+            "trajectories": [str(t.path) for t in dataset.trajectories],
+            "horizon": int(cfg.data.horizon),
+            "action_dim": model_dim,
+            "sensor_enabled": bool(getattr(policy, "sensor_enabled", True)),
+            "device": str(accelerator.device),
+            "metrics": summary,
+        }
+        write_json_atomic(out / "eval_metrics.json", payload)
+        chosen = sorted(traces)[:num_trace_plots]
+        plot_action_traces(
+            {k: {name: np.concatenate(traces[k][name]) for name in ("step", "true", "pred")} for k in chosen},
+            out / "action_traces.png",
+        )
+        plot_error_by_horizon(summary, out / "error_by_horizon.png")
+    accelerator.wait_for_everyone()
+    return EvalResult(metrics=summary, output_dir=out, table=table)
