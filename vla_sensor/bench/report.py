@@ -339,7 +339,7 @@ def write_chart(results: dict[str, Any], path: Path) -> bool:
     data = results.get("data") or {}
     per = {s: _med(_g(data, "per_sample", s, "float32")) for s in STRATEGIES}
     per["memcpy floor"] = _med(_g(results, "floor", "window", "timing"))
-    panels.append(("Sensor window per sample (ms)", {k: v * 1e3 for k, v in per.items() if v}, True))
+    panels.append(("Sensor window per sample, as returned (ms)", {k: v * 1e3 for k, v in per.items() if v}, True))
     batch = {f"{s} w{w}": _med(_g(data, "batch", w, s)) for w in sorted(data.get("batch", {})) for s in STRATEGIES}
     batch["memcpy floor"] = _med(_g(results, "floor", "batch", "timing"))
     panels.append((f"Batch of {data.get('batch_size', 16)} (ms)", {k: v * 1e3 for k, v in batch.items() if v}, True))
