@@ -20,17 +20,19 @@ def _weights(run_dir):
     return load_file(str(run_dir / "final" / "model.safetensors"))
 
 
-def test_resume_equals_straight_run(tmp_path):
+@pytest.mark.parametrize("stop", [6, 4], ids=["mid-epoch", "epoch-end"])
+def test_resume_equals_straight_run(tmp_path, monkeypatch, stop):
     """N steps, killed, resumed to 2N == 2N straight: same weights (dropout RNG, data order, EMA, schedule)."""
-    common = [*TOY_ARGS, "trainer.max_steps=12", "trainer.save_every=6", "trainer.ema.enabled=true",
+    monkeypatch.setenv("VLA_TOY_SAMPLES", "64")  # 8 batches of 8 = 4 optimizer steps per epoch
+    common = [*TOY_ARGS, "trainer.max_steps=12", f"trainer.save_every={stop}", "trainer.ema.enabled=true",
               "trainer.ema.decay=0.9", "trainer.grad_accum_steps=2"]
     straight = tmp_path / "straight"
     train(compose_cfg([*common, f"output_dir={straight}"]))
 
     resumed = tmp_path / "resumed"
-    first = train(compose_cfg([*common, f"output_dir={resumed}", "trainer.stop_at_step=6"]))
-    assert first["step"] == 6 and not (resumed / "final").exists()
-    # A crash after step 6 left a half-written checkpoint and metrics past the checkpoint behind.
+    first = train(compose_cfg([*common, f"output_dir={resumed}", f"trainer.stop_at_step={stop}"]))
+    assert first["step"] == stop and not (resumed / "final").exists()
+    # A crash after the checkpoint left a half-written checkpoint and metrics past the checkpoint behind.
     (resumed / "checkpoints" / ".tmp_step_0000008").mkdir()
     (resumed / "checkpoints" / "step_0000008").mkdir()  # no COMPLETE marker: never picked up
     with (resumed / "metrics.jsonl").open("a") as f:
@@ -45,6 +47,7 @@ def test_resume_equals_straight_run(tmp_path):
     steps = [r["step"] for r in read_metrics(resumed)]
     assert steps == sorted(set(steps)), f"duplicate or unordered steps: {steps}"
     assert steps == [r["step"] for r in read_metrics(straight)]
+    assert read_metrics(resumed)[-1]["epoch"] == 2 and read_metrics(resumed)[-1]["samples_seen"] == 12 * 2 * 8
 
 
 def test_metrics_schedule_and_keep_last(tmp_path):
@@ -78,3 +81,14 @@ def test_wandb_offline_files_and_run_id_kept_on_resume(tmp_path):
     state = json.loads((run / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
     assert state["wandb_run_id"] == ids.pop()
     assert read_metrics(run)[-1]["step"] == 4
+
+
+def test_resume_from_checkpoint_path_continues_that_run(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    common = [*TOY_ARGS, "trainer.max_steps=4", "trainer.save_every=2"]
+    train(compose_cfg([*common, f"output_dir={run}", "trainer.stop_at_step=2"]))
+    monkeypatch.chdir(tmp_path)
+    out = train(compose_cfg([*common, f"trainer.resume={run / 'checkpoints' / 'step_0000002'}"]))
+    assert out["run_dir"] == str(run.resolve()) and out["step"] == 4
+    assert [p.name for p in complete_checkpoints(run)] == ["step_0000002", "step_0000004"]
+    assert not (tmp_path / "outputs").exists()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vla_sensor.training.sampler import ResumableBatches, ShardedBatchSampler
+import itertools
+
+from vla_sensor.training.sampler import EndlessBatches, ShardedBatchSampler
 
 
 def test_shards_are_disjoint_equal_and_reshuffled_per_epoch():
@@ -15,11 +17,16 @@ def test_shards_are_disjoint_equal_and_reshuffled_per_epoch():
     assert [i for b in ranks[0] for i in b] != epoch0[0]
 
 
-def test_skip_resumes_mid_epoch_without_touching_earlier_batches():
-    straight = list(ResumableBatches(ShardedBatchSampler(50, 5, seed=1)))
-    resumed = ResumableBatches(ShardedBatchSampler(50, 5, seed=1))
-    resumed.set_epoch(0, skip=3)
-    assert list(resumed) == straight[3:] and len(resumed) == len(straight) - 3
+def test_endless_batches_cross_epochs_and_resume_mid_epoch():
+    inner = ShardedBatchSampler(50, 5, seed=1)
+    epoch0, epoch1 = list(inner), None
+    inner.set_epoch(1)
+    epoch1 = list(inner)
+    stream = EndlessBatches(ShardedBatchSampler(50, 5, seed=1))
+    assert list(itertools.islice(stream, 20)) == epoch0 + epoch1
+    resumed = EndlessBatches(ShardedBatchSampler(50, 5, seed=1), epoch=0, skip=3)
+    assert list(itertools.islice(resumed, 17)) == epoch0[3:] + epoch1
+    assert stream.epoch_length(5) == 10
 
 
 def test_validation_batches_keep_every_sample():

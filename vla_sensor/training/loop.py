@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, send_to_device, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device, set_seed
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -39,7 +39,7 @@ from vla_sensor.training.components import Components, cache_nbytes
 from vla_sensor.training.ema import EMA
 from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
 from vla_sensor.training.run_dir import decide_run_dir, incompatible_keys, job_name, sweep_group
-from vla_sensor.training.sampler import ResumableBatches, ShardedBatchSampler
+from vla_sensor.training.sampler import EndlessBatches, ShardedBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,8 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     components: Components = get_method(tc.components)(cfg, accelerator)
     model = components.model
     batch_size, num_workers = cfg.data.batch_size, cfg.data.num_workers
-    train_batches = ResumableBatches(train_batch_sampler(cfg, components.train_dataset, world, rank))
-    train_loader = _loader(components.train_dataset, train_batches, components, num_workers, cfg.seed + rank,
-                           accelerator.device)
-    batches_per_epoch = len(train_batches.batch_sampler)
+    train_batches = EndlessBatches(train_batch_sampler(cfg, components.train_dataset, world, rank))
+    batches_per_epoch = train_batches.epoch_length(0)
     if batches_per_epoch == 0:
         raise ValueError(
             f"the training split ({len(components.train_dataset)} samples) is smaller than one batch per "
@@ -194,7 +192,8 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     start_trackers(cfg, accelerator, run_dir, state, resumed=checkpoint is not None)
 
     # --- the loop ------------------------------------------------------------------------------------
-    micro_batches = _micro_batches(train_loader, train_batches, state)
+    micro_batches = _micro_batches(components, train_batches, state, num_workers, cfg.seed + rank,
+                                   accelerator.device)
     meter = IntervalMeter()
     last_log: dict = {}
     bar = tqdm(total=max_steps, initial=state.step, disable=not (main and tc.progress_bar), desc="train",
@@ -245,7 +244,12 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     if ema is not None:
         ema.copy_to(unwrapped)
     accelerator.wait_for_everyone()
-    if main and tc.export and state.step >= max_steps:
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if main and tc.export and state.step >= max_steps and fsdp:
+        # Parameters are sharded: the export would need a gathered copy of a 7B model on rank 0.
+        log.warning("FSDP: no final/ export; merge the last checkpoint with `accelerate merge-weights "
+                    "%s/checkpoints/<step>/pytorch_model_fsdp_0 <out>`", run_dir)
+    elif main and tc.export and state.step >= max_steps:
         export(unwrapped, components, cfg, run_dir / "final")
     if components.on_end is not None:
         components.on_end(unwrapped, accelerator)
@@ -315,15 +319,17 @@ def _loader(dataset, batch_sampler, components: Components, workers: int, seed: 
     )
 
 
-def _micro_batches(loader: DataLoader, batches: ResumableBatches, state: TrainState) -> Iterator[dict]:
-    """Batches forever, epoch after epoch, starting at the data position recorded in ``state``."""
-    while True:
-        batches.set_epoch(state.epoch, skip=state.batch_in_epoch)
-        for batch in loader:
-            state.batch_in_epoch += 1
-            yield batch
-        state.epoch += 1
-        state.batch_in_epoch = 0
+def _micro_batches(components: Components, batches: EndlessBatches, state: TrainState, workers: int, seed: int,
+                   device: torch.device) -> Iterator[dict]:
+    """Batches without end from the data position recorded in ``state``, which it keeps up to date."""
+    batches.epoch, batches.skip = state.epoch, state.batch_in_epoch
+    epoch_length = batches.epoch_length(state.epoch)
+    for batch in _loader(components.train_dataset, batches, components, workers, seed, device):
+        if state.batch_in_epoch >= epoch_length:  # a resume exactly at an epoch's end
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            epoch_length = batches.epoch_length(state.epoch)
+        state.batch_in_epoch += 1
+        yield batch
 
 
 def train_metrics(accelerator: Accelerator, meter: IntervalMeter, scheduler, grad_norm, state: TrainState,

@@ -7,6 +7,7 @@ consumed in the epoch by index, without loading them.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 
@@ -51,19 +52,28 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
-class ResumableBatches(Sampler[list[int]]):
-    """Wraps a batch sampler that has ``set_epoch``; ``set_epoch(epoch, skip)`` drops its first batches."""
+class EndlessBatches(Sampler[list[int]]):
+    """Epoch after epoch of a batch sampler that has ``set_epoch``, from a given position, without end.
 
-    def __init__(self, batch_sampler) -> None:
+    One DataLoader iterator then lives for the whole run, so its workers keep prefetching across epoch
+    boundaries instead of restarting cold at every epoch.
+    """
+
+    def __init__(self, batch_sampler, epoch: int = 0, skip: int = 0) -> None:
         self.batch_sampler = batch_sampler
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.batch_sampler.set_epoch(epoch)
+        self.epoch = epoch
         self.skip = skip
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return itertools.islice(iter(self.batch_sampler), self.skip, None)
+    def epoch_length(self, epoch: int) -> int:
+        """Batches in ``epoch`` (fixed for plain batches; bucketing with ``max_rows`` varies per epoch)."""
+        probe = copy.copy(self.batch_sampler)
+        probe.set_epoch(epoch)
+        return len(probe)
 
-    def __len__(self) -> int:
-        return max(len(self.batch_sampler) - self.skip, 0)
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, skip = self.epoch, self.skip
+        while True:
+            sampler = copy.copy(self.batch_sampler)
+            sampler.set_epoch(epoch)
+            yield from itertools.islice(iter(sampler), skip, None)
+            epoch, skip = epoch + 1, 0
