@@ -47,7 +47,7 @@ def build_components(cfg, accelerator) -> Components:
 
     with accelerator.main_process_first():
         train_ds, val_ds, stats = build_datasets(cfg.data)
-    model = _build_model(cfg, train_ds.action_dim, stats)
+    model = build_policy(cfg, train_ds.action_dim, stats)
     transform = model.build_sample_transform(list(cfg.data.view_selection), list(cfg.data.image_size))
     for ds in (train_ds, val_ds):
         if ds is not None:
@@ -55,8 +55,9 @@ def build_components(cfg, accelerator) -> Components:
     return Components(model=model, train_dataset=train_ds, val_dataset=val_ds, collate_fn=collate_samples)
 
 
-def _build_model(cfg, action_dim: int, stats):
-    """Build (stage 1) or load from stage 1 (stage 2), then freeze for the stage and set checkpointing."""
+def build_policy(cfg, action_dim: int, stats):
+    """The policy of a run's config: built (stage 1) or loaded from stage 1 (stage 2), frozen for the
+    stage, activation checkpointing set. Also used to rebuild a model from a training checkpoint."""
     from vla_sensor.models.vla import QwenVLAWithSensor, build_model, stage_kwargs
 
     stage = getattr(cfg.trainer.stage.name, "value", cfg.trainer.stage.name)
@@ -76,6 +77,9 @@ def _build_model(cfg, action_dim: int, stats):
         model.configure_stage(2, **{**kwargs, "llm": "lora" if stage == "stage2_lora" else "full"})
     model.set_gradient_checkpointing(cfg.trainer.checkpointing.sensor, cfg.trainer.checkpointing.backbone)
     return model
+
+
+_build_model = build_policy  # earlier name, still imported by vla_sensor.eval
 
 
 def _stage1_export(path: Path) -> Path:
