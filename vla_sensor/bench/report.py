@@ -245,7 +245,12 @@ def encoder_table(results: dict[str, Any]) -> str:
 def floor_table(results: dict[str, Any]) -> str:
     floor = results.get("floor") or {}
     rows = []
-    for key, label in (("window", "One sensor window"), ("batch", "One batch (sensor + images + actions)")):
+    labels = (
+        ("window", "One sensor window (the floor of per-sample loads)"),
+        ("batch", "One batch: sensor + images + actions (the floor of batch loads)"),
+        ("batch_fresh", "One batch into a newly allocated buffer (adds first-touch page faults; context only)"),
+    )
+    for key, label in labels:
         f = floor.get(key)
         if f:
             bw = fmt.safe_div(f["nbytes"], _med(f["timing"]))

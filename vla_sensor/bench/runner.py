@@ -30,9 +30,10 @@ FLOOR_POOL_BYTES = 256 * 10**6  # source buffers cycled by the floor, larger tha
 MARKDOWN_NAME, JSON_NAME, CHART_NAME = "benchmark.md", "benchmark.json", "benchmark.png"
 
 
-def _floor(nbytes: int, repeats: int) -> dict[str, Any]:
+def _floor(nbytes: int, repeats: int, fresh: bool = False) -> dict[str, Any]:
     pool = max(1, min(64, FLOOR_POOL_BYTES // max(nbytes, 1)))
-    return {"nbytes": int(nbytes), "pool_buffers": pool, "timing": memcpy_floor(nbytes, repeats=repeats, pool_factor=pool).to_dict()}
+    timing = memcpy_floor(nbytes, repeats=repeats, pool_factor=pool, fresh=fresh)
+    return {"nbytes": int(nbytes), "pool_buffers": pool, "fresh_destination": fresh, "timing": timing.to_dict()}
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
@@ -65,6 +66,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         def on_batch_bytes(nbytes: int) -> None:
             if "floor" in cfg.sections:
                 floor["batch"] = _floor(nbytes, max(cfg.floor_repeats // 5, 3))
+                floor["batch_fresh"] = _floor(nbytes, max(cfg.floor_repeats // 5, 3), fresh=True)
 
         if "data" in cfg.sections or "memory" in cfg.sections:
             from vla_sensor.bench import data_bench
