@@ -50,3 +50,12 @@ def test_stage2_without_stage1_weights(tmp_path):
         _run(tmp_path, "trainer/stage=stage2_lora")
     with pytest.raises(FileNotFoundError, match=r"trainer.stage.init_from=.*no such directory"):
         _run(tmp_path, "trainer/stage=stage2_full", f"trainer.stage.init_from={tmp_path / 'nothing'}")
+
+
+def test_launched_world_differs_from_joined_world(monkeypatch):
+    from vla_sensor.training.loop import check_world_size
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # e.g. `torchrun --nproc_per_node 2 train.py` on CPU without cpu=true
+    with pytest.raises(RuntimeError, match=r"started 2 processes .* joined a world of 1.*cpu=true"):
+        check_world_size(1, None)
+    check_world_size(2, 2)
