@@ -30,6 +30,8 @@ def test_output_dir_with_another_runs_checkpoints(tmp_path):
         _run(tmp_path)
     with pytest.raises(ResumeError, match=r"incompatible config:\n  data.horizon: checkpoint has 8, this run has 4"):
         _run(tmp_path, "trainer.resume=auto", "data.horizon=4")
+    with pytest.raises(ResumeError, match=r"trainer.stage.name: checkpoint has 'stage1', this run has 'stage2_full'"):
+        _run(tmp_path, "trainer.resume=auto", "trainer/stage=stage2_full", f"trainer.stage.init_from={tmp_path}")
     assert read_metrics(tmp_path / "run") == before  # nothing trained, nothing logged
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-# Sections whose change makes an existing checkpoint unusable (shapes, normalisation, parameters).
+# Sections whose change makes an existing checkpoint unusable (shapes, normalisation, parameters);
+# trainer.stage too (it changes which parameters the optimizer state belongs to).
 # Data loading knobs (workers, caching) may change between a run and its resume.
 COMPATIBILITY_SECTIONS = ("model", "encoder", "data")
 HARMLESS_DATA_KEYS = frozenset(
@@ -101,6 +102,7 @@ def _compared(cfg: DictConfig) -> dict:
     out = {k: container.get(k) for k in COMPATIBILITY_SECTIONS}
     if isinstance(out.get("data"), dict):
         out["data"] = {k: v for k, v in out["data"].items() if k not in HARMLESS_DATA_KEYS}
+    out["trainer"] = {"stage": (container.get("trainer") or {}).get("stage")}  # which parameters train
     return out
 
 
