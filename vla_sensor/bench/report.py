@@ -163,7 +163,7 @@ def memory_table(results: dict[str, Any]) -> str:
         rows.append(["Main process: resident growth from init + reading every window", *[cell(s, "main_rss") for s in STRATEGIES], fmt.NA])
         rows.append(["  … of which private dirty (heap written by this process)", *[cell(s, "main_private_dirty") for s in STRATEGIES], fmt.NA])
         rows.append(["Per DataLoader worker: private (dirty + clean)", *[cell(s, "worker_private") for s in STRATEGIES], fmt.NA])
-        rows.append(["Per worker: private dirty (written copies)", *[cell(s, "worker_private_dirty") for s in STRATEGIES], fmt.NA])
+        rows.append(["Per worker: private dirty (heap the worker wrote)", *[cell(s, "worker_private_dirty") for s in STRATEGIES], fmt.NA])
         rows.append(["Per worker: shared with the parent / page cache", *[cell(s, "worker_shared") for s in STRATEGIES], fmt.NA])
         rows.append(["Per worker: Pss", *[cell(s, "worker_pss") for s in STRATEGIES], fmt.NA])
         copies = []
