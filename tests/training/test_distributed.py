@@ -59,3 +59,39 @@ def test_multirun_sweep_two_jobs(tmp_path):
         assert (job / "final" / "model.safetensors").is_file()
     assert lrs[1] == pytest.approx(10 * lrs[0])  # each job its own config, nothing leaked between them
     assert len(wandb_ids) == 2
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.training.helpers import env
+    from vla_sensor.training.checkpointing import latest_checkpoint
+
+    run = tmp_path / "run"
+    args = [sys.executable, str(REPO / "train.py"), *TOY_ARGS, f"output_dir={run}", "trainer.log_every=1",
+            "trainer.val_every=0", "trainer.save_every=100000", "trainer.resume=auto"]
+    proc = subprocess.Popen([*args, "trainer.max_steps=100000"], cwd=tmp_path, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+            (run / "metrics.jsonl").exists() and len(read_metrics(run)) >= 5
+        ):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # what SLURM sends on preemption / scancel
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None, "no checkpoint written on SIGTERM"
+    step = int(ckpt.name.split("_")[1])
+    assert step == read_metrics(run)[-1]["step"] and 5 <= step < 100000
+    assert not (run / "final").exists()
+
+    run_cmd([*args, f"trainer.max_steps={step + 3}"], tmp_path)
+    assert [r["step"] for r in read_metrics(run)][-4:] == [step, step + 1, step + 2, step + 3]
+    assert (run / "final" / "model.safetensors").is_file()

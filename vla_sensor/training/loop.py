@@ -15,6 +15,8 @@ import math
 import os
 import secrets
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,43 +202,52 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
                dynamic_ncols=True)
     model.train()
     end_step = max_steps if tc.stop_at_step is None else min(max_steps, tc.stop_at_step)
-    while state.step < end_step:
-        t_start = time.perf_counter()  # step time: data wait + compute; validation and saving excluded
-        loss_sum = torch.zeros((), device=accelerator.device)
-        data_wait, samples = 0.0, 0
-        for micro in range(tc.grad_accum_steps):
-            t0 = time.perf_counter()
-            batch = send_to_device(next(micro_batches), accelerator.device, non_blocking=True)
-            data_wait += time.perf_counter() - t0
-            samples += _batch_len(batch) * world  # buckets may vary the batch size; ranks take turns alike
-            sync = micro == tc.grad_accum_steps - 1  # gradients are all-reduced on the last micro-batch only
-            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                loss = model(batch)["loss"]
-                accelerator.backward(loss / tc.grad_accum_steps)
-            loss_sum += loss.detach() / tc.grad_accum_steps
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(accelerator.unwrap_model(model))
-        state.step += 1
-        state.samples_seen += samples
-        meter.add(time.perf_counter() - t_start, data_wait, samples, loss_sum)
-        bar.update(1)
+    stop = StopRequest()
+    try:
+        while state.step < end_step:
+            t_start = time.perf_counter()  # step time: data wait + compute; validation and saving excluded
+            loss_sum = torch.zeros((), device=accelerator.device)
+            data_wait, samples = 0.0, 0
+            for micro in range(tc.grad_accum_steps):
+                t0 = time.perf_counter()
+                batch = send_to_device(next(micro_batches), accelerator.device, non_blocking=True)
+                data_wait += time.perf_counter() - t0
+                samples += _batch_len(batch) * world  # buckets may vary the batch size; ranks take turns alike
+                sync = micro == tc.grad_accum_steps - 1  # gradients are all-reduced on the last micro-batch only
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    loss = model(batch)["loss"]
+                    accelerator.backward(loss / tc.grad_accum_steps)
+                loss_sum += loss.detach() / tc.grad_accum_steps
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(accelerator.unwrap_model(model))
+            state.step += 1
+            state.samples_seen += samples
+            meter.add(time.perf_counter() - t_start, data_wait, samples, loss_sum)
+            bar.update(1)
 
-        last = state.step == end_step
-        values = {}
-        if val_loader is not None and (last or (tc.val_every > 0 and state.step % tc.val_every == 0)):
-            values["val_loss"] = validate(accelerator, model, val_loader, tc.val_batches)
-        if last or state.step % tc.log_every == 0:
-            values.update(train_metrics(accelerator, meter, scheduler, grad_norm, state, components))
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-        if values:
-            accelerator.log(values, step=state.step)  # one record per step: no duplicate steps in metrics.jsonl
-            last_log = {**last_log, **values}
-        if tc.save_every > 0 and (last or state.step % tc.save_every == 0):
-            save_checkpoint(accelerator, run_dir, state, tc.keep_last)
+            last = state.step == end_step
+            if not last and state.step % tc.log_every == 0 and stop.agreed(accelerator):
+                last = True  # preemption: checkpoint now and leave; the same command with resume=auto continues
+                log.warning("stop requested (signal %s) at step %d: checkpointing and exiting", stop.signum, state.step)
+            values = {}
+            if val_loader is not None and (last or (tc.val_every > 0 and state.step % tc.val_every == 0)):
+                values["val_loss"] = validate(accelerator, model, val_loader, tc.val_batches)
+            if last or state.step % tc.log_every == 0:
+                values.update(train_metrics(accelerator, meter, scheduler, grad_norm, state, components))
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+            if values:
+                accelerator.log(values, step=state.step)  # one record per step: no duplicate steps in metrics.jsonl
+                last_log = {**last_log, **values}
+            if tc.save_every > 0 and (last or state.step % tc.save_every == 0):
+                save_checkpoint(accelerator, run_dir, state, tc.keep_last)
+            if last:
+                break
+    finally:
+        stop.restore()
     bar.close()
 
     # --- the end -------------------------------------------------------------------------------------
@@ -258,6 +269,36 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
 
 
 # --- pieces of the loop ------------------------------------------------------------------------------
+
+
+class StopRequest:
+    """SIGTERM / SIGUSR1 (cluster preemption, ``scancel``) ask the loop to checkpoint and stop.
+
+    The flag is read at log steps, where the loop synchronises anyway, and agreed on by all processes
+    so that every rank takes part in the final checkpoint.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def agreed(self, accelerator: Accelerator) -> bool:
+        flag = torch.tensor(float(self.signum is not None), device=accelerator.device)
+        if accelerator.num_processes > 1:
+            flag = accelerator.reduce(flag, "sum")
+        return bool(flag.item() > 0)
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
 
 
 def total_steps(tc: DictConfig, batches_per_epoch: int) -> int:
