@@ -135,7 +135,7 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
 
     # --- where this run lives, and where it resumes from -------------------------------------------
     output_dir = cfg.output_dir
-    resume = tc.resume
+    resume = None if str(tc.resume).lower() in ("", "none", "null", "false") else tc.resume
     if resume not in (None, "auto") and not output_dir:  # continue the run that owns the checkpoint
         output_dir = str(run_dir_of(resolve_resume(resume, Path("."))))
     run_dir = decide_run_dir(output_dir, accelerator)
