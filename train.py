@@ -31,10 +31,23 @@ def _submitit_distributed_env() -> None:
         pass
 
 
+def _refuse_sweep_inside_launcher() -> None:
+    """`accelerate launch train.py -m ...` would run every sweep job in every process, uncoordinated."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN and "LOCAL_RANK" in os.environ:
+        raise RuntimeError(
+            "a multirun sweep inside `accelerate launch`/torchrun: run the sweep without a launcher "
+            "(python train.py -m ...) and get DDP per job from hydra/launcher (e.g. slurm_4gpu)"
+        )
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from vla_sensor.training.loop import train  # heavy imports after Hydra parsed the command line
 
+    _refuse_sweep_inside_launcher()
     _submitit_distributed_env()
     result = train(cfg)
     log.info("done: step %s, loss %s, val_loss %s, run dir %s", result.get("step"), result.get("loss"),

@@ -95,3 +95,16 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
     run_cmd([*args, f"trainer.max_steps={step + 3}"], tmp_path)
     assert [r["step"] for r in read_metrics(run)][-4:] == [step, step + 1, step + 2, step + 3]
     assert (run / "final" / "model.safetensors").is_file()
+
+
+def test_sweep_inside_a_process_launcher_is_refused(tmp_path):
+    import subprocess
+
+    from tests.training.helpers import env
+
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", *TOY_ARGS, "seed=1,2",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, env=env(LOCAL_RANK="0"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "multirun sweep inside `accelerate launch`/torchrun" in proc.stderr + proc.stdout
+    assert not list((tmp_path / "sweep").glob("*/metrics.jsonl"))
