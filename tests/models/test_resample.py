@@ -144,9 +144,17 @@ def test_gradients_flow_to_the_input(mode: str) -> None:
 def test_cubic_needs_four_samples() -> None:
     with pytest.raises(ValueError, match="at least 4"):
         resample_sequence(torch.randn(1, 3, 2), 10, "cubic")
-    with pytest.raises(ValueError, match="at least 4 valid samples"):
-        resample_sequence(torch.randn(2, 10, 2), 10, "cubic", torch.tensor([10, 3]))
     resample_sequence(torch.randn(1, 3, 2), 10, "linear")  # the other modes accept short inputs
+
+
+def test_cubic_resamples_short_windows_of_a_batch_linearly() -> None:
+    # the first windows of a trajectory hold fewer than 4 rows: they fall back to linear, the rest stay cubic
+    x = torch.randn(3, 10, 2)
+    lengths = torch.tensor([10, 3, 1])
+    out = resample_sequence(x, 12, "cubic", lengths)
+    torch.testing.assert_close(out[0], resample_sequence(x[:1], 12, "cubic")[0])
+    torch.testing.assert_close(out[1], resample_sequence(x[1:2, -3:], 12, "linear")[0])
+    torch.testing.assert_close(out[2], x[2, -1].expand(12, 2))
 
 
 def test_bad_arguments() -> None:

@@ -312,3 +312,13 @@ def test_build_model_from_config_groups(batch_for) -> None:
     root.encoder.output_dim = 64
     with pytest.raises(ValueError, match="sensor_output_dim=128"):
         build_model(root.model, root.encoder, ACTION_DIM, HORIZON)
+
+
+def test_a_dimension_constant_in_training_is_not_blown_up() -> None:
+    from vla_sensor.models.action_head import ActionNormalizer
+
+    norm = ActionNormalizer(2)
+    norm.set_stats({"mean": [0.0, 1.0], "std": [2.0, 0.0]})
+    actions = torch.tensor([[4.0, 1.5]])
+    torch.testing.assert_close(norm.normalize(actions), torch.tensor([[2.0, 0.5]]))
+    torch.testing.assert_close(norm.denormalize(norm.normalize(actions)), actions)

@@ -32,7 +32,7 @@ def stats_to_dict(stats: Any) -> dict[str, list[float]]:
 class ActionNormalizer(nn.Module):
     """Mean/std action normalisation. The statistics are buffers, so they travel with the weights."""
 
-    def __init__(self, action_dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, action_dim: int, eps: float = 1e-4) -> None:
         super().__init__()
         self.action_dim = int(action_dim)
         self.eps = float(eps)
@@ -64,7 +64,9 @@ class ActionNormalizer(nn.Module):
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), **self.extra}
 
     def _scale(self) -> Tensor:
-        return self.std.clamp_min(self.eps)
+        # A dimension constant over the training split (std ~ 0) is left in robot units: dividing by
+        # a tiny std would turn any other value of it at validation time into a huge error.
+        return torch.where(self.std > self.eps, self.std, torch.ones_like(self.std))
 
     def normalize(self, actions: Tensor) -> Tensor:
         return (actions - self.mean) / self._scale()

@@ -73,8 +73,10 @@ def resample_sequence(
 
     ``linear`` and ``nearest`` reproduce ``F.interpolate(..., align_corners=False)`` (``nearest`` is
     PyTorch's legacy nearest and returns only input values). ``cubic`` is Keys cubic convolution with
-    border clamping and needs at least 4 valid samples. With ``lengths`` only the last ``lengths[b]``
-    rows of sample ``b`` are used; a sample of length 0 resamples to zeros.
+    border clamping and needs an input of at least 4 samples. With ``lengths`` only the last
+    ``lengths[b]`` rows of sample ``b`` are used; a sample of length 0 resamples to zeros, and in
+    ``cubic`` mode a sample with 1-3 valid rows (the first windows of a trajectory) is resampled
+    linearly.
     """
     mode = InterpolationMode.parse(mode)
     if x.dim() != 3:
@@ -95,14 +97,12 @@ def resample_sequence(
         empty = None
     else:
         length = check_lengths(lengths, batch, time).to(x.device)
+        short = None
         if mode is InterpolationMode.cubic:
+            # Windows at a trajectory's start may hold 1-3 valid rows: cubic convolution is undefined
+            # there, so those rows alone are resampled linearly instead of failing mid-epoch.
             short = (length > 0) & (length < CUBIC_MIN_SAMPLES)
-            if bool(short.any()):
-                bad = torch.nonzero(short).flatten()[:8].tolist()
-                raise ValueError(
-                    f"cubic interpolation needs at least {CUBIC_MIN_SAMPLES} valid samples per sequence; "
-                    f"samples {bad} have lengths {length[short][:8].tolist()}"
-                )
+            short = short if bool(short.any()) else None
         empty = length == 0
         if not bool(empty.any()):
             empty = None
@@ -145,6 +145,9 @@ def resample_sequence(
         for k, w in zip(range(-1, 3), weights):
             tap = gather((base + k).clamp(min=0).minimum(last))
             out = tap * weight(w) if out is None else out.addcmul_(tap, weight(w))
+    if lengths is not None and short is not None:
+        linear = resample_sequence(x, target, InterpolationMode.linear, lengths)
+        out = torch.where(short.view(batch, 1, 1), linear, out)
     if empty is not None:
         out = out.masked_fill(empty.view(batch, 1, 1), 0.0)
     return out
