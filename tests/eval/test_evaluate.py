@@ -113,3 +113,23 @@ def test_evaluate_py_command_line(trained_run: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| horizon step | L1 | MSE |" in proc.stdout
     assert json.loads((out / "eval_metrics.json").read_text())["metrics"]["all"]["num_action_steps"] > 0
+
+
+def test_a_sweep_directory_is_evaluated_job_by_job(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from vla_sensor.eval.sweep import evaluate_sweep
+
+    sweep = tmp_path / "sweep"
+    for job, flag in (("0", "true"), ("1", "false")):
+        shutil.copytree(trained_run, sweep / job, ignore=shutil.ignore_patterns("checkpoints"))
+        (sweep / job / ".hydra").mkdir()
+        (sweep / job / ".hydra" / "overrides.yaml").write_text(
+            f"- model.sensor_enabled={flag}\n- experiment=sensor_ablation\n")
+    table, payload = evaluate_sweep(sweep, cpu=True)
+    assert set(payload) == {"0", "1"}
+    # only what differs between the jobs labels the rows
+    assert "| 0 | model.sensor_enabled=true |" in table and "| 1 | model.sensor_enabled=false |" in table
+    assert "experiment=sensor_ablation" not in table
+    assert json.loads((sweep / "sweep_eval.json").read_text())["1"]["overrides"][0] == "model.sensor_enabled=false"
+    assert (sweep / "0" / "eval" / "eval_metrics.json").is_file()
