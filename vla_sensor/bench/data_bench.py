@@ -85,7 +85,8 @@ class DataBench:
             cache_sensor_windows=strategy != "none",
             cache_strategy=strategy,
             cache_dtype=dtype,
-            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            # the decoded-image cache (on with any sensor cache) lives in the work dir for every strategy
+            cache_dir=str(cache_dir if cache_dir is not None else self.work_dir / "cache"),
             image_size=(self.cfg.image_size, self.cfg.image_size),
             progress=False,
         )
@@ -104,6 +105,7 @@ class DataBench:
             "image_size": self.cfg.image_size,
             "views": list(self.cfg.views),
             "horizon": self.cfg.horizon,
+            "image_cache_nbytes": int(getattr(ds, "image_cache_nbytes", 0)),
         }
 
     # --------------------------------------------------------------------- init

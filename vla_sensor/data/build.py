@@ -158,6 +158,8 @@ def build_datasets(
         "reader": reader,
         "sample_transform": sample_transform,
         "progress": cfg.progress,
+        "cache_images": bool(cfg.cache and cfg.cache_images),
+        "decode_on_device": bool(cfg.cache and strategy.decode_on_device),
     }
     train_ds = InsertionDataset(train_dirs, **kwargs)
     val_ds = InsertionDataset(val_dirs, **kwargs) if val_dirs else None

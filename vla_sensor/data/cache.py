@@ -19,9 +19,7 @@ Every strategy returns identical windows (bit-exact for float32 storage). Sample
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from enum import Enum
@@ -31,13 +29,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from vla_sensor.data.disk_cache import build_or_reuse, hash_ends, key_of, open_cow
 from vla_sensor.data.errors import DataFormatError
 from vla_sensor.data.format import Trajectory
-from vla_sensor.data.storage import EncodedStream, StorageDtype, decode_slice, encode_stream
+from vla_sensor.data.storage import STORAGE_NP, EncodedStream, StorageDtype, decode_slice, encode_stream
 from vla_sensor.data.windows import SENSOR_CHANNELS, WindowSpec, window_bounds
 
 CACHE_FORMAT_VERSION = 1
-_HASH_BLOCK = 1 << 18  # bytes hashed at each end of a source file / cache file (256 KiB)
 
 
 class CacheStrategy(str, Enum):
@@ -59,19 +57,6 @@ def default_cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "vla_sensor"
-
-
-def _hash_ends(path: Path, offset: int = 0) -> str:
-    """blake2b of the first and last 256 KiB after ``offset`` (a cheap content check of a large file)."""
-    h = hashlib.blake2b(digest_size=16)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(offset)
-        h.update(f.read(_HASH_BLOCK))
-        if size - offset > 2 * _HASH_BLOCK:
-            f.seek(size - _HASH_BLOCK)
-        h.update(f.read(_HASH_BLOCK))
-    return h.hexdigest()
 
 
 class SensorCache:
@@ -149,6 +134,41 @@ class SensorCache:
             return out, length
         return self._rows(k, start, end, None), length
 
+    def _encoded(self, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        """Trajectory ``k``'s stored stream and int8 scale/offset (None: no stored copy to slice)."""
+        return None
+
+    def window_stored(self, i: int) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]:
+        """Sample ``i``'s window in the storage dtype, its valid length and the int8 scale/offset (C,).
+
+        For decoding where the model runs (:func:`vla_sensor.data.sensor_decode.decode_sensor_batch`):
+        float16/int8 windows cross the DataLoader's worker IPC at half / a quarter of the float32 bytes.
+        float32 storage (and the no-cache path) returns :meth:`window` with no scale/offset. Padding rows
+        are stored zeros; for int8 they decode to the offset, so the decoder zeroes them by length.
+        """
+        k = int(self.sample_traj[i])
+        if self.dtype is StorageDtype.float32:
+            w, n = self.window(i)
+            return w, n, None, None
+        fixed = self.spec.fixed_length
+        unit = self.dtype is StorageDtype.int8
+        if not self.has_sensor[k]:
+            ones = np.ones(self.channels, np.float32) if unit else None
+            zeros = np.zeros(self.channels, np.float32) if unit else None
+            return np.zeros((fixed or 1, self.channels), STORAGE_NP[self.dtype]), 0, ones, zeros
+        enc = self._encoded(k)
+        if enc is None:
+            w, n = self.window(i)
+            return w, n, None, None
+        data, scale, offset = enc
+        start, end = int(self.starts[i]), int(self.ends[i])
+        length = end - start
+        if fixed is not None and length < fixed:
+            out = np.zeros((fixed, self.channels), data.dtype)
+            out[fixed - length :] = data[start:end]
+            return out, length, scale, offset
+        return data[start:end], length, scale, offset
+
     def _bar(self, items: Sequence[Any], desc: str) -> Any:
         return tqdm(items, desc=desc, disable=not self.progress, leave=False)
 
@@ -201,6 +221,13 @@ class WindowsCache(SensorCache):
         c = self._codec[int(self.sample_traj[i])]
         return decode_slice(w, c.dtype, c.scale, c.offset), int(self.lengths[i])
 
+    def window_stored(self, i: int) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]:
+        w = self._windows[i]
+        if w is None or self.dtype is StorageDtype.float32:
+            return super().window_stored(i)
+        c = self._codec[int(self.sample_traj[i])]
+        return w, int(self.lengths[i]), c.scale, c.offset
+
 
 class StreamCache(SensorCache):
     """One contiguous (encoded) array per trajectory; samples are slices of it."""
@@ -218,6 +245,10 @@ class StreamCache(SensorCache):
     @property
     def nbytes(self) -> int:
         return int(sum(s.nbytes for s in self._streams.values()))
+
+    def _encoded(self, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        s = self._streams[k]
+        return s.data, s.scale, s.offset
 
     def _rows(self, k: int, start: int, end: int, out: np.ndarray | None) -> np.ndarray:
         s = self._streams[k]
@@ -255,7 +286,6 @@ class MmapCache(SensorCache):
 
     # ------------------------------------------------------------------- files
     def _key(self, traj: Trajectory) -> str:
-        h = hashlib.sha256()
         info: dict[str, Any] = {
             "version": CACHE_FORMAT_VERSION,
             "dtype": self.dtype.value,
@@ -264,12 +294,11 @@ class MmapCache(SensorCache):
         }
         if traj.sensor_files:
             info["sources"] = [
-                [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns, _hash_ends(p)] for p in traj.sensor_files
+                [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns, hash_ends(p)] for p in traj.sensor_files
             ]
         else:  # a custom reader without files: hash the stream itself
             info["stream"] = hashlib.blake2b(np.ascontiguousarray(traj.load_sensor_stream()).data).hexdigest()
-        h.update(json.dumps(info, sort_keys=True).encode())
-        return h.hexdigest()
+        return key_of(info)
 
     def _paths(self, traj: Trajectory, key: str) -> tuple[Path, Path, Path, str]:
         where = hashlib.sha1(str(traj.path.resolve()).encode()).hexdigest()[:8]
@@ -277,38 +306,23 @@ class MmapCache(SensorCache):
         npy = self.cache_dir / f"{prefix}{key[:24]}.npy"
         return npy, npy.with_suffix(".json"), self.cache_dir / f"{prefix}lock", prefix
 
-    def _valid(self, npy: Path, sidecar: Path, key: str) -> dict[str, Any] | None:
-        """The sidecar when ``npy`` is a complete cache for ``key``; None otherwise (never raises)."""
-        try:
-            meta = json.loads(sidecar.read_text())
-            if meta.get("key") != key or npy.stat().st_size != meta["file_size"]:
-                return None
-            arr = np.load(npy, mmap_mode="r", allow_pickle=False)
-            if list(arr.shape) != meta["shape"] or str(arr.dtype) != meta["dtype"]:
-                return None
-            if _hash_ends(npy, meta["data_offset"]) != meta["ends_checksum"]:
-                return None
-            if self.verify_full and hashlib.blake2b(arr.data, digest_size=16).hexdigest() != meta["checksum"]:
-                return None
-            return meta
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
     def _prepare(self, k: int) -> None:
         traj = self.trajectories[k]
         key = self._key(traj)
         npy, sidecar, lock, prefix = self._paths(traj, key)
-        meta = self._valid(npy, sidecar, key)
-        if meta is None:
-            with open(lock, "a+b") as lf:
-                fcntl.flock(lf, fcntl.LOCK_EX)  # one builder; the others wait here, then reuse
-                try:
-                    meta = self._valid(npy, sidecar, key)
-                    if meta is None:
-                        meta = self._build(traj, key, npy, sidecar, prefix)
-                        self.built_here.append(k)
-                finally:
-                    fcntl.flock(lf, fcntl.LOCK_UN)
+
+        def produce() -> tuple[np.ndarray, dict[str, Any]]:
+            enc = encode_stream(traj.load_sensor_stream(validate=True), self.dtype, traj.source_name())
+            extra = {
+                "source": traj.source_name(),
+                "scale": None if enc.scale is None else enc.scale.tolist(),
+                "offset": None if enc.offset is None else enc.offset.tolist(),
+            }
+            return enc.data, extra
+
+        meta, built = build_or_reuse(npy, sidecar, lock, key, produce, prefix, self.verify_full)
+        if built:
+            self.built_here.append(k)
         self._files[k] = npy
         scale = None if meta["scale"] is None else np.asarray(meta["scale"], np.float32)
         offset = None if meta["offset"] is None else np.asarray(meta["offset"], np.float32)
@@ -316,51 +330,6 @@ class MmapCache(SensorCache):
         self._file_bytes += int(meta["data_bytes"])
         if meta["shape"][0] != traj.sensor_timestamps.shape[0]:  # type: ignore[union-attr]
             raise DataFormatError(f"{npy}: cache has {meta['shape'][0]} rows, source has more/less; delete it")
-
-    def _build(self, traj: Trajectory, key: str, npy: Path, sidecar: Path, prefix: str) -> dict[str, Any]:
-        enc = encode_stream(traj.load_sensor_stream(validate=True), self.dtype, traj.source_name())
-        sidecar.unlink(missing_ok=True)  # from here on the old file is never "complete"
-        tmp = npy.with_name(f"{npy.stem}.tmp{os.getpid()}.npy")
-        with open(tmp, "wb") as f:
-            np.lib.format.write_array(f, enc.data, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        with open(tmp, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                np.lib.format.read_array_header_1_0(f)
-            else:
-                np.lib.format.read_array_header_2_0(f)
-            data_offset = f.tell()
-        os.replace(tmp, npy)
-        meta = {
-            "key": key,
-            "source": traj.source_name(),
-            "shape": list(enc.data.shape),
-            "dtype": str(enc.data.dtype),
-            "file_size": npy.stat().st_size,
-            "data_offset": data_offset,
-            "data_bytes": int(enc.data.nbytes),
-            "ends_checksum": _hash_ends(npy, data_offset),
-            "checksum": hashlib.blake2b(np.ascontiguousarray(enc.data).data, digest_size=16).hexdigest(),
-            "scale": None if enc.scale is None else enc.scale.tolist(),
-            "offset": None if enc.offset is None else enc.offset.tolist(),
-        }
-        tmp_meta = sidecar.with_name(f"{sidecar.stem}.tmp{os.getpid()}.json")
-        with open(tmp_meta, "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_meta, sidecar)  # written last: its presence marks a complete cache
-        dir_fd = os.open(self.cache_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        for old in self.cache_dir.glob(f"{prefix}*"):  # stale versions of this trajectory
-            if old.name not in (npy.name, sidecar.name) and not old.name.endswith("lock"):
-                old.unlink(missing_ok=True)
-        return meta
 
     # ----------------------------------------------------------------- access
     @property
@@ -374,8 +343,12 @@ class MmapCache(SensorCache):
         if arr is None:
             # copy-on-write mapping: pages are shared with every other process reading the file, and
             # an accidental in-place write only touches a private page, never the cache
-            arr = self._arrays[k] = np.load(self._files[k], mmap_mode="c", allow_pickle=False)
+            arr = self._arrays[k] = open_cow(self._files[k])
         return arr
+
+    def _encoded(self, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+        scale, offset = self._codec[k]
+        return self._array(k), scale, offset
 
     def _rows(self, k: int, start: int, end: int, out: np.ndarray | None) -> np.ndarray:
         scale, offset = self._codec[k]

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.data import get_worker_info
+
+_NUMPY = {
+    t: np.dtype(n)
+    for t, n in [
+        (torch.float32, "float32"), (torch.float16, "float16"), (torch.float64, "float64"), (torch.int8, "int8"),
+        (torch.uint8, "uint8"), (torch.int32, "int32"), (torch.int64, "int64"), (torch.bool, "bool"),
+    ]
+}
 
 # sample key -> batch key where they differ
 _RENAMES = {"sensor_length": "sensor_lengths", "has_sensor": "has_sensor_mask"}
@@ -13,15 +24,46 @@ _CONCAT = ("pixel_values", "image_grid_thw")
 _RIGHT_PAD = ("input_ids", "attention_mask")
 
 
+def _empty(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """Uninitialized batch storage; in a DataLoader worker, directly in shared memory.
+
+    In the main process the buffer comes from numpy, which advises huge pages for large arrays: a
+    fresh 40 MB batch then costs about one memcpy, against several for 4 KiB page faults.
+
+    A worker sends each batch to the main process through shared memory: allocating it there from
+    the start (as torch's ``default_collate`` does) saves moving every byte a second time.
+    """
+    if get_worker_info() is None:
+        try:  # numpy asks for transparent huge pages on large buffers: far fewer first-touch faults
+            return torch.from_numpy(np.empty(tuple(shape), dtype=_NUMPY[dtype]))
+        except KeyError:
+            return torch.empty(tuple(shape), dtype=dtype)
+    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))
+
+
 def _left_pad_sensor(windows: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(B, T_max, C) with each window's rows at the end (valid rows stay last)."""
+    """(B, T_max, C) with each window's rows at the end (valid rows stay last).
+
+    Only the padding rows are zeroed: zero-filling the whole batch first would write every byte twice.
+    Keeps the windows' dtype (float16/int8 when they are decoded on the device).
+    """
+    windows = [torch.as_tensor(w) for w in windows]
     t_max = max(w.shape[0] for w in windows)
-    c = windows[0].shape[1]
-    out = torch.zeros((len(windows), t_max, c), dtype=torch.float32)
+    out = _empty((len(windows), t_max, windows[0].shape[1]), windows[0].dtype)
     for b, w in enumerate(windows):
+        pad = t_max - w.shape[0]
+        if pad:
+            out[b, :pad].zero_()
         if w.shape[0]:
-            out[b, t_max - w.shape[0] :] = torch.as_tensor(w)
+            out[b, pad:].copy_(w)
     return out
+
+
+def _stack(values: Sequence[torch.Tensor]) -> torch.Tensor:
+    first = values[0]
+    return torch.stack(list(values), out=_empty((len(values), *first.shape), first.dtype))
 
 
 def _right_pad(seqs: Sequence[torch.Tensor], value: int = 0) -> torch.Tensor:
@@ -54,7 +96,7 @@ def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(values[0], int):
             batch[out_key] = torch.tensor(values, dtype=torch.int64)
         elif isinstance(values[0], torch.Tensor):
-            batch[out_key] = torch.stack(values)
+            batch[out_key] = _stack(values)
         else:
             batch[out_key] = list(values)
     return batch

@@ -39,6 +39,7 @@ class CacheStrategyConfig:
     dtype: StorageDtype = StorageDtype.float32
     cache_dir: Optional[str] = None  # noqa: UP045  (null: $VLA_SENSOR_CACHE_DIR or ~/.cache/vla_sensor)
     verify_full: bool = False  # mmap: re-hash the whole cache file at every start
+    decode_on_device: bool = True  # float16/int8: batches keep the stored dtype; the model decodes
 
 
 @dataclass
@@ -74,6 +75,7 @@ class DataConfig:
     view_selection: list[str] = field(default_factory=lambda: ["left", "oak"])
     image_size: list[int] = field(default_factory=lambda: [56, 56])
     cache: bool = True
+    cache_images: bool = True  # with cache=true: images decoded + resized once into an on-disk cache
     cache_strategy: CacheStrategyConfig = field(default_factory=CacheStrategyConfig)
     batch_size: int = 8
     num_workers: int = 2

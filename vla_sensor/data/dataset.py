@@ -12,12 +12,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vla_sensor.data.cache import DEFAULT_STRATEGY, CacheStrategy, SensorCache, make_sensor_cache
+from vla_sensor.data.cache import (
+    DEFAULT_STRATEGY,
+    CacheStrategy,
+    SensorCache,
+    default_cache_dir,
+    make_sensor_cache,
+)
 from vla_sensor.data.errors import DataFormatError
 from vla_sensor.data.format import Trajectory, TrajectoryReader, TrajectoryReaderProtocol
+from vla_sensor.data.image_cache import ImageCache, decode_image
 from vla_sensor.data.loader import make_dataloader
 from vla_sensor.data.storage import StorageDtype
 from vla_sensor.data.windows import WindowSpec
@@ -59,6 +65,8 @@ class InsertionDataset(Dataset):
         reader: TrajectoryReaderProtocol | None = None,
         sample_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         progress: bool = True,
+        cache_images: bool | None = None,
+        decode_on_device: bool = False,
     ) -> None:
         dirs = [trajectory_dir] if isinstance(trajectory_dir, str | os.PathLike) else list(trajectory_dir)
         if not dirs:
@@ -99,6 +107,20 @@ class InsertionDataset(Dataset):
             reader_settings=settings() if callable(settings) else {"reader": type(self.reader).__qualname__},
             progress=progress,
         )
+        # decoded images on disk, like the sensor cache; None (default) follows the sensor cache
+        if cache_images is None:
+            cache_images = self.strategy is not CacheStrategy.none
+        self.image_cache: ImageCache | None = None
+        if cache_images and self.view_selection:
+            self.image_cache = ImageCache(
+                self.trajectories,
+                self.view_selection,
+                self.image_size,
+                cache_dir if cache_dir is not None else default_cache_dir(),
+                progress=progress,
+            )
+        # float16/int8 windows leave the workers in their storage dtype; the model decodes them
+        self.decode_on_device = bool(decode_on_device) and self.cache.dtype is not StorageDtype.float32
         self.sample_traj = self.cache.sample_traj
         offsets = np.cumsum([0] + [t.num_steps for t in self.trajectories])
         self.sample_step = np.arange(len(self.sample_traj)) - offsets[self.sample_traj]
@@ -130,18 +152,16 @@ class InsertionDataset(Dataset):
         """Sample ``idx``'s float32 (T, C) window (valid rows last) and valid length — the fast path."""
         return self.cache.window(idx)
 
-    def _images(self, traj: Trajectory, step: int) -> torch.Tensor:
-        arrays = []
-        for view in self.view_selection:
-            path = traj.image_paths[view][step]
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    if self.image_size is not None and im.size != (self.image_size[1], self.image_size[0]):
-                        im = im.resize((self.image_size[1], self.image_size[0]), Image.Resampling.BILINEAR)
-                    arrays.append(np.asarray(im))
-            except OSError as exc:
-                raise DataFormatError(f"{path}: unreadable image ({exc}); expected a JPEG or PNG") from exc
+    @property
+    def image_cache_nbytes(self) -> int:
+        """Bytes of the decoded-image cache (0 without it)."""
+        return 0 if self.image_cache is None else self.image_cache.nbytes
+
+    def _images(self, k: int, step: int) -> torch.Tensor:
+        if self.image_cache is not None:
+            return torch.from_numpy(self.image_cache.images(k, step))
+        traj = self.trajectories[k]
+        arrays = [decode_image(traj.image_paths[view][step], self.image_size) for view in self.view_selection]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise DataFormatError(f"{traj.path}: views have different image sizes {shapes}; set image_size")
@@ -156,9 +176,12 @@ class InsertionDataset(Dataset):
         traj = self.trajectories[k]
         m = traj.num_steps
         steps = np.arange(t, t + self.horizon)
-        window, length = self.cache.window(idx)
+        if self.decode_on_device:
+            window, length, scale, offset = self.cache.window_stored(idx)
+        else:
+            (window, length), scale, offset = self.cache.window(idx), None, None
         sample: dict[str, Any] = {
-            "images": self._images(traj, t),
+            "images": self._images(k, t),
             "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
             "action_is_pad": torch.from_numpy(steps >= m),
             "sensor_data": torch.from_numpy(window),
@@ -168,6 +191,9 @@ class InsertionDataset(Dataset):
             "trajectory_index": k,
             "step_index": t,
         }
+        if scale is not None:  # int8 kept encoded: decode_sensor_batch applies these (C,) per sample
+            sample["sensor_scale"] = torch.from_numpy(scale)
+            sample["sensor_offset"] = torch.from_numpy(offset)
         if self.sample_transform is not None:
             sample = self.sample_transform(sample)
         return sample

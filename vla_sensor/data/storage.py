@@ -31,6 +31,9 @@ class StorageDtype(str, Enum):
     int8 = "int8"
 
 
+STORAGE_NP = {StorageDtype.float32: np.float32, StorageDtype.float16: np.float16, StorageDtype.int8: np.int8}
+
+
 @dataclass
 class EncodedStream:
     """An encoded (N, C) stream plus the per-channel affine parameters (int8 only)."""

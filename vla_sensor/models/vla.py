@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vla_sensor.data.sensor_decode import decode_sensor_batch
 from vla_sensor.models.action_head import ActionHead, ActionNormalizer, masked_action_loss, stats_to_dict
 from vla_sensor.models.backbone import LoadedBackbone, _plain, load_backbone
 from vla_sensor.models.stages import apply_lora, configure_stage
@@ -232,7 +233,7 @@ class QwenVLAWithSensor(nn.Module):
             zeros = torch.zeros(batch_size, _NO_SENSOR_T, c, device=dev)
             none = torch.zeros(batch_size, dtype=torch.bool, device=dev)
             return zeros, torch.zeros(batch_size, dtype=torch.long, device=dev), none
-        data = batch["sensor_data"].to(dev, non_blocking=True)
+        data = decode_sensor_batch(batch, dev)["sensor_data"]  # stored float16/int8 -> float32 here
         lengths = batch.get("sensor_lengths")
         lengths = lengths.to(dev, non_blocking=True) if lengths is not None else None
         has = batch.get("has_sensor_mask")

@@ -1,0 +1,141 @@
+"""Decoded-image cache: every image decoded and resized once, stored as one uint8 array per
+trajectory and view, memory-mapped by every process.
+
+Decoding the JPEGs of a batch costs more than copying the whole batch, and the result never changes
+while the files do not: so it belongs at init. Each (trajectory, view) becomes a ``(M, 3, H, W)``
+uint8 ``.npy`` in ``<cache_dir>/images/``, built with the sensor cache's machinery
+(:mod:`vla_sensor.data.disk_cache`: one builder under ``flock``, temp + ``fsync`` + rename, a JSON
+sidecar written last, stale/truncated files rebuilt), keyed by every image file's path, size and
+mtime, the target size, the resampling filter and the Pillow version. Workers map the files lazily
+in their own process, so they share one page-cache copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+from PIL import Image
+from tqdm.auto import tqdm
+
+from vla_sensor.data.disk_cache import build_or_reuse, key_of, open_cow
+from vla_sensor.data.errors import DataFormatError
+from vla_sensor.data.format import Trajectory
+
+IMAGE_CACHE_VERSION = 1
+RESAMPLE = Image.Resampling.BILINEAR
+
+
+def decode_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, resized (bilinear) to ``size`` = (H, W) when given and different."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), RESAMPLE)
+            return np.asarray(im)
+    except OSError as exc:
+        raise DataFormatError(f"{path}: unreadable image ({exc}); expected a JPEG or PNG") from exc
+
+
+class ImageCache:
+    """``images(k, t)`` -> (V, 3, H, W) uint8 from per-(trajectory, view) memory-mapped arrays."""
+
+    def __init__(
+        self,
+        trajectories: Sequence[Trajectory],
+        views: Sequence[str],
+        image_size: tuple[int, int] | None,
+        cache_dir: str | os.PathLike[str],
+        progress: bool = True,
+    ) -> None:
+        self.views = list(views)
+        self.image_size = image_size
+        self.cache_dir = Path(cache_dir) / "images"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.built_here: list[tuple[int, str]] = []
+        self._files: dict[tuple[int, str], Path] = {}
+        self._nbytes = 0
+        self._arrays: dict[tuple[int, str], np.ndarray] = {}
+        self._pid = os.getpid()
+        jobs = [(k, v) for k in range(len(trajectories)) for v in self.views]
+        shapes: dict[int, set[tuple[int, ...]]] = {}
+        for k, view in tqdm(jobs, desc="image cache", disable=not progress, leave=False):
+            shapes.setdefault(k, set()).add(self._prepare(k, trajectories[k], view))
+        for k, found in shapes.items():  # checked once here, not per sample
+            if len(found) > 1:
+                raise DataFormatError(f"{trajectories[k].path}: views have different image sizes {found}; set image_size")
+
+    def _key(self, paths: Sequence[Path]) -> str:
+        stats = [(str(p.resolve()), st.st_size, st.st_mtime_ns) for p in paths for st in [p.stat()]]
+        return key_of(
+            {
+                "version": IMAGE_CACHE_VERSION,
+                "size": self.image_size,
+                "resample": RESAMPLE.name,
+                "pillow": PIL.__version__,
+                "files": stats,
+            }
+        )
+
+    def _prepare(self, k: int, traj: Trajectory, view: str) -> tuple[int, ...]:
+        paths = list(traj.image_paths[view])
+        try:
+            key = self._key(paths)
+        except OSError as exc:
+            raise DataFormatError(f"{traj.path}: image of view {view!r} missing ({exc})") from exc
+        where = hashlib.sha1(str(traj.path.resolve()).encode()).hexdigest()[:8]
+        prefix = f"{traj.path.name}-{where}-{view}-"
+        npy = self.cache_dir / f"{prefix}{key[:24]}.npy"
+
+        def produce() -> tuple[np.ndarray, dict[str, Any]]:
+            return self._decode_all(paths, traj, view), {"source": str(traj.path), "view": view}
+
+        meta, built = build_or_reuse(npy, npy.with_suffix(".json"), self.cache_dir / f"{prefix}lock", key, produce, prefix)
+        if built:
+            self.built_here.append((k, view))
+        if meta["shape"][0] != len(paths):
+            raise DataFormatError(f"{npy}: image cache has {meta['shape'][0]} images, expected {len(paths)}")
+        self._files[(k, view)] = npy
+        self._nbytes += int(meta["data_bytes"])
+        return tuple(meta["shape"][1:])
+
+    def _decode_all(self, paths: Sequence[Path], traj: Trajectory, view: str) -> np.ndarray:
+        first = decode_image(paths[0], self.image_size)
+        out = np.empty((len(paths), 3, *first.shape[:2]), np.uint8)
+        for t, path in enumerate(paths):
+            img = first if t == 0 else decode_image(path, self.image_size)
+            if img.shape != first.shape:
+                raise DataFormatError(
+                    f"{path}: image size {img.shape[1]}x{img.shape[0]} differs from the view's first "
+                    f"({first.shape[1]}x{first.shape[0]}) in {traj.path}; set data.image_size"
+                )
+            out[t] = img.transpose(2, 0, 1)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded images on disk (shared in the page cache by every process)."""
+        return self._nbytes
+
+    def _array(self, k: int, view: str) -> np.ndarray:
+        if self._pid != os.getpid():  # forked worker: map again in this process
+            self._arrays, self._pid = {}, os.getpid()
+        arr = self._arrays.get((k, view))
+        if arr is None:
+            arr = self._arrays[(k, view)] = open_cow(self._files[(k, view)])
+        return arr
+
+    def images(self, k: int, t: int) -> np.ndarray:
+        """(V, 3, H, W) uint8 of step ``t`` of trajectory ``k`` (a fresh array, views in order)."""
+        return np.stack([self._array(k, v)[t] for v in self.views])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"] = {}  # never pickle a mapping: each process opens its own, lazily
+        return state
