@@ -133,3 +133,23 @@ def test_a_sweep_directory_is_evaluated_job_by_job(trained_run: Path, tmp_path: 
     assert "experiment=sensor_ablation" not in table
     assert json.loads((sweep / "sweep_eval.json").read_text())["1"]["overrides"][0] == "model.sensor_enabled=false"
     assert (sweep / "0" / "eval" / "eval_metrics.json").is_file()
+
+
+def test_two_processes_count_every_sample_once(trained_run: Path, tmp_path: Path) -> None:
+    import os
+
+    single = evaluate_run(trained_run, output_dir=tmp_path / "one", cpu=True)
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531",
+         str(REPO / "evaluate.py"), f"run_dir={trained_run}", f"output_dir={tmp_path / 'two'}", "cpu=true",
+         "batch_size=2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "eval_metrics.json").read_text())["metrics"]
+    # batches of 2 over 2 ranks: Accelerate pads the last round with repeated samples, which must not count
+    assert two["all"]["num_action_steps"] == single.metrics["all"]["num_action_steps"]
+    assert two["all"]["l1"] == pytest.approx(single.metrics["all"]["l1"], rel=1e-5)
