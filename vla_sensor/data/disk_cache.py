@@ -23,16 +23,16 @@ import numpy as np
 HASH_BLOCK = 1 << 18  # bytes hashed at each end of a source file / cache file (256 KiB)
 
 
-def hash_ends(path: Path, offset: int = 0) -> str:
-    """blake2b of the first and last 256 KiB after ``offset`` (a cheap content check of a large file)."""
+def hash_ends(path: Path, offset: int = 0, block: int = HASH_BLOCK) -> str:
+    """blake2b of the first and last ``block`` bytes after ``offset`` (a cheap content check of a large file)."""
     h = hashlib.blake2b(digest_size=16)
     size = path.stat().st_size
     with open(path, "rb") as f:
         f.seek(offset)
-        h.update(f.read(HASH_BLOCK))
-        if size - offset > 2 * HASH_BLOCK:
-            f.seek(size - HASH_BLOCK)
-        h.update(f.read(HASH_BLOCK))
+        h.update(f.read(block))
+        if size - offset > 2 * block:
+            f.seek(size - block)
+        h.update(f.read(block))
     return h.hexdigest()
 
 
@@ -41,7 +41,9 @@ def key_of(info: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()
 
 
-def read_valid(npy: Path, sidecar: Path, key: str, verify_full: bool = False) -> dict[str, Any] | None:
+def read_valid(
+    npy: Path, sidecar: Path, key: str, verify_full: bool = False, hash_block: int = HASH_BLOCK
+) -> dict[str, Any] | None:
     """The sidecar when ``npy`` is a complete cache for ``key``; None otherwise (never raises)."""
     try:
         meta = json.loads(sidecar.read_text())
@@ -50,7 +52,7 @@ def read_valid(npy: Path, sidecar: Path, key: str, verify_full: bool = False) ->
         arr = np.load(npy, mmap_mode="r", allow_pickle=False)
         if list(arr.shape) != meta["shape"] or str(arr.dtype) != meta["dtype"]:
             return None
-        if hash_ends(npy, meta["data_offset"]) != meta["ends_checksum"]:
+        if hash_ends(npy, meta["data_offset"], hash_block) != meta["ends_checksum"]:
             return None
         if verify_full and hashlib.blake2b(arr.data, digest_size=16).hexdigest() != meta["checksum"]:
             return None
@@ -77,7 +79,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(npy: Path, sidecar: Path, key: str, array: np.ndarray, extra: dict[str, Any], prefix: str) -> dict[str, Any]:
+def write_atomic(
+    npy: Path, sidecar: Path, key: str, array: np.ndarray, extra: dict[str, Any], prefix: str, hash_block: int = HASH_BLOCK
+) -> dict[str, Any]:
     """Write ``array`` and its sidecar (last, marking completion); delete older files of ``prefix``."""
     sidecar.unlink(missing_ok=True)  # from here on the old file is never "complete"
     tmp = npy.with_name(f"{npy.stem}.tmp{os.getpid()}.npy")
@@ -95,7 +99,7 @@ def write_atomic(npy: Path, sidecar: Path, key: str, array: np.ndarray, extra: d
         "file_size": npy.stat().st_size,
         "data_offset": data_offset,
         "data_bytes": int(array.nbytes),
-        "ends_checksum": hash_ends(npy, data_offset),
+        "ends_checksum": hash_ends(npy, data_offset, hash_block),
         "checksum": hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).hexdigest(),
     }
     tmp_meta = sidecar.with_name(f"{sidecar.stem}.tmp{os.getpid()}.json")
@@ -119,19 +123,23 @@ def build_or_reuse(
     produce: Callable[[], tuple[np.ndarray, dict[str, Any]]],
     prefix: str,
     verify_full: bool = False,
+    hash_block: int = HASH_BLOCK,
 ) -> tuple[dict[str, Any], bool]:
-    """``(sidecar, built_here)``: reuse a valid cache, else build it under the lock (one builder)."""
-    meta = read_valid(npy, sidecar, key, verify_full)
+    """``(sidecar, built_here)``: reuse a valid cache, else build it under the lock (one builder).
+
+    ``hash_block``: bytes checked at each end of the file at every start (smaller for many small files).
+    """
+    meta = read_valid(npy, sidecar, key, verify_full, hash_block)
     if meta is not None:
         return meta, False
     with open(lock, "a+b") as lf:
         fcntl.flock(lf, fcntl.LOCK_EX)  # one builder; the others wait here, then reuse
         try:
-            meta = read_valid(npy, sidecar, key, verify_full)
+            meta = read_valid(npy, sidecar, key, verify_full, hash_block)
             if meta is not None:
                 return meta, False
             array, extra = produce()
-            return write_atomic(npy, sidecar, key, array, extra, prefix), True
+            return write_atomic(npy, sidecar, key, array, extra, prefix, hash_block), True
         finally:
             fcntl.flock(lf, fcntl.LOCK_UN)
 

@@ -28,6 +28,7 @@ from vla_sensor.data.errors import DataFormatError
 from vla_sensor.data.format import Trajectory
 
 IMAGE_CACHE_VERSION = 1
+HASH_BLOCK = 1 << 14  # bytes checked at each end of an image cache file at every start
 RESAMPLE = Image.Resampling.BILINEAR
 
 
@@ -72,7 +73,14 @@ class ImageCache:
                 raise DataFormatError(f"{trajectories[k].path}: views have different image sizes {found}; set image_size")
 
     def _key(self, paths: Sequence[Path]) -> str:
-        stats = [(str(p.resolve()), st.st_size, st.st_mtime_ns) for p in paths for st in [p.stat()]]
+        # one stat per file, each directory resolved once: this runs at every start (warm init)
+        names = [os.fspath(p) for p in paths]
+        dirs = {d: os.path.realpath(d) for d in {os.path.dirname(n) for n in names}}
+        stats = [
+            (dirs[os.path.dirname(n)], os.path.basename(n), st.st_size, st.st_mtime_ns)
+            for n in names
+            for st in [os.stat(n)]
+        ]
         return key_of(
             {
                 "version": IMAGE_CACHE_VERSION,
@@ -96,7 +104,9 @@ class ImageCache:
         def produce() -> tuple[np.ndarray, dict[str, Any]]:
             return self._decode_all(paths, traj, view), {"source": str(traj.path), "view": view}
 
-        meta, built = build_or_reuse(npy, npy.with_suffix(".json"), self.cache_dir / f"{prefix}lock", key, produce, prefix)
+        meta, built = build_or_reuse(
+            npy, npy.with_suffix(".json"), self.cache_dir / f"{prefix}lock", key, produce, prefix, hash_block=HASH_BLOCK
+        )
         if built:
             self.built_here.append((k, view))
         if meta["shape"][0] != len(paths):
