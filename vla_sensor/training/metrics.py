@@ -16,8 +16,8 @@ from accelerate.tracking import GeneralTracker
 class JsonlTracker(GeneralTracker):
     """An Accelerate tracker appending one JSON line per logged step; needs no account or network.
 
-    On resume, lines past the resumed step (logged after the last checkpoint, before the crash) are
-    dropped, so the file reads as one run without duplicate steps.
+    On resume, lines past the resumed step (logged after the last checkpoint, before the crash) and a
+    last line cut off by the crash are dropped, so the file reads as one run without duplicate steps.
     """
 
     name = "jsonl"
@@ -42,11 +42,11 @@ class JsonlTracker(GeneralTracker):
         if self.resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [
-                line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= self.resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            torn = self.resume_step + 1
+            kept = [line for line in self.path.read_text().splitlines() if _step_of(line, torn) <= self.resume_step]
+            tmp = self.path.with_name(self.path.name + ".tmp")  # a crash while rewriting keeps the old log
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
 
     def store_init_configuration(self, values: dict) -> None:  # the resolved config is written separately
         pass
@@ -55,6 +55,14 @@ class JsonlTracker(GeneralTracker):
         record = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in values.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str, torn: int) -> int:
+    """A record's step; ``torn`` (dropped) for a blank line or one a crash cut off mid-write."""
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return torn
 
 
 def _plain(value):
