@@ -121,7 +121,7 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep_last: in
         (tmp / STATE_FILE).write_text(state.to_json())
         (tmp / MARKER).write_text(f"step {state.step}\n")
         if final.exists():  # a resumed run re-saving a step it already saved
-            shutil.rmtree(final)
+            _remove(final)
         tmp.rename(final)
         prune(run_dir, keep_last)
     accelerator.wait_for_everyone()
@@ -133,7 +133,19 @@ def prune(run_dir: Path, keep_last: int) -> None:
     if keep_last <= 0:
         return
     for old in complete_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+
+
+def _remove(checkpoint: Path) -> None:
+    """Delete a checkpoint so that a kill half-way never leaves a complete-looking, partial one.
+
+    It is renamed out of the ``step_*`` namespace first (atomic), then deleted; leftovers of an
+    earlier interrupted deletion are swept up too.
+    """
+    doomed = checkpoint.with_name(f".deleting_{checkpoint.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    checkpoint.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def load_checkpoint(accelerator, checkpoint: Path) -> TrainState:
