@@ -62,10 +62,31 @@ def decide_run_dir(output_dir: str | None, accelerator) -> Path:
     if accelerator.is_main_process:
         path = Path(output_dir) if output_dir else default_run_dir()
         chosen = [str(path.expanduser().resolve())]
-        Path(chosen[0]).mkdir(parents=True, exist_ok=True)
+        check_writable(Path(chosen[0]))
     if accelerator.num_processes > 1:
         broadcast_object_list(chosen, from_process=0)
     return Path(chosen[0])
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and write, fsync and delete a probe file in it, before anything is built.
+
+    A read-only mount, a full disk or a path through a regular file then fails in seconds with the
+    directory named, not after the model is built or at the first checkpoint.
+    """
+    probe = run_dir / f".write_test_{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"ok\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"output directory {run_dir} is not writable ({exc.strerror or exc}); "
+                      "free space there or choose another output_dir") from exc
 
 
 def sweep_group() -> str | None:
