@@ -115,11 +115,21 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep_last: in
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(state.to_json())
+            (tmp / MARKER).write_text(f"step {state.step}\n")
+    except OSError as exc:  # disk full, quota, read-only: the earlier checkpoints are untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(run_dir)
+        raise OSError(
+            exc.errno, f"checkpoint {final.name} could not be written to {root} ({exc.strerror or exc}); "
+            f"{'the previous checkpoint ' + previous.name + ' is intact' if previous else 'no earlier checkpoint'}"
+            ": free space and rerun with trainer.resume=auto"
+        ) from exc
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(state.to_json())
-        (tmp / MARKER).write_text(f"step {state.step}\n")
         if final.exists():  # a resumed run re-saving a step it already saved
             _remove(final)
         tmp.rename(final)
