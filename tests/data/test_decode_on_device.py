@@ -62,3 +62,13 @@ def test_workers_ship_the_stored_dtype(small_dirs, cache_dir) -> None:
     assert batch["sensor_data"].dtype == torch.int8 and batch["sensor_scale"].shape == (5, 1026)
     ref = decode_sensor_batch(collate_samples([ds[i] for i in range(5)]))
     assert torch.equal(decode_sensor_batch(batch)["sensor_data"], ref["sensor_data"])
+
+
+def test_device_pad_mask_matches_the_host_path() -> None:
+    from vla_sensor.data.sensor_decode import _zero_padding, pad_mask
+
+    lengths = torch.tensor([4, 0, 2, 3])
+    host = torch.ones(4, 4, 2)
+    _zero_padding(host, lengths)
+    device = torch.ones(4, 4, 2).masked_fill_(pad_mask(4, lengths).unsqueeze(-1), 0.0)
+    assert torch.equal(host, device) and host.sum() == 2 * (4 + 0 + 2 + 3)
