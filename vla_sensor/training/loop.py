@@ -120,9 +120,18 @@ def validate_config(cfg: DictConfig) -> None:
             raise ValueError(f"trainer.stage={stage} needs trainer.stage.init_from=<a stage-1 run or its final/>")
         if not Path(tc.stage.init_from).is_dir():
             raise FileNotFoundError(f"trainer.stage.init_from={tc.stage.init_from}: no such directory")
-    for key in ("grad_accum_steps", "log_every"):
-        if tc[key] < 1:
+    for key in ("grad_accum_steps", "log_every", "max_steps", "epochs"):
+        if tc[key] is not None and tc[key] < 1:
             raise ValueError(f"trainer.{key} must be >= 1, got {tc[key]}")
+    for key in ("warmup_steps", "val_every", "save_every"):
+        if tc[key] < 0:
+            raise ValueError(f"trainer.{key} must be >= 0, got {tc[key]}")
+    if not tc.lr > 0:
+        raise ValueError(f"trainer.lr must be > 0, got {tc.lr}")
+    if cfg.data.batch_size < 1:
+        raise ValueError(f"data.batch_size must be >= 1, got {cfg.data.batch_size}")
+    if cfg.data.num_workers < 0:
+        raise ValueError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     if tc.max_steps is None and tc.epochs is None:
         raise ValueError("set trainer.max_steps or trainer.epochs")
 
