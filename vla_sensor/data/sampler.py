@@ -1,6 +1,6 @@
-"""Length-bucketed batches for variable-length sensor windows (adaptive / seconds modes).
+"""Batch samplers: sharded fixed-size batches, and length-bucketed ones for variable-length windows.
 
-Padding a batch to its longest window wastes encoder work; grouping similar lengths keeps
+For length buckets (adaptive / seconds modes): padding a batch to its longest window wastes encoder work; grouping similar lengths keeps
 ``T_max`` close to every sample's length. Deterministic per ``seed + epoch``; DDP-aware: every rank
 gets the same number of batches (short ranks repeat batches), so collective ops never hang.
 """
@@ -11,10 +11,65 @@ import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 
-class LengthBucketBatchSampler(Sampler[list[int]]):
+class EpochBatchSampler(Sampler[list[int]]):
+    """Base of the batch samplers: order fixed by ``(seed, epoch)`` alone, ``rank`` of ``num_replicas``.
+
+    Nothing else feeds the order, so a resumed run rebuilds exactly the batches it had left.
+    """
+
+    def __init__(self, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool, num_replicas: int,
+                 rank: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank: expected 0 <= rank < num_replicas={num_replicas}, got {rank}")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for ``epoch`` (call before each epoch, like DistributedSampler)."""
+        self.epoch = epoch
+
+
+class ShardedBatchSampler(EpochBatchSampler):
+    """Like ``DistributedSampler`` + ``BatchSampler``: a per-epoch permutation, equal shards, batches."""
+
+    def __init__(self, num_samples: int, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = True) -> None:
+        super().__init__(batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                         num_replicas=num_replicas, rank=rank)
+        self.num_samples = num_samples
+
+    def shard(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        if self.drop_last:  # equal shards, so every process runs the same number of steps
+            order = order[: len(order) - len(order) % self.num_replicas]
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        shard = self.shard()
+        stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
+        return (shard[i : i + self.batch_size] for i in range(0, stop, self.batch_size))
+
+    def __len__(self) -> int:
+        n = len(self.shard())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class LengthBucketBatchSampler(EpochBatchSampler):
     """Batches of indices with similar ``lengths``.
 
     Indices are shuffled, cut into pools of ``batch_size * pool_batches``, sorted by length inside a
@@ -35,24 +90,11 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         pool_batches: int = 50,
         max_rows: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank: expected 0 <= rank < num_replicas={num_replicas}, got {rank}")
+        super().__init__(batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                         num_replicas=num_replicas, rank=rank)
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.num_replicas = num_replicas
-        self.rank = rank
         self.pool_batches = pool_batches
         self.max_rows = max_rows
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle for ``epoch`` (call before each epoch, like DistributedSampler)."""
-        self.epoch = epoch
 
     def _all_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
