@@ -29,3 +29,13 @@ def test_demo_trains_and_exports(tmp_path):
 
     model = QwenVLAWithSensor.from_pretrained(run / "final")
     assert model.action_stats()["mean"]
+
+
+def test_cubic_with_cache_trains_through_a_trajectory_start(tmp_path):
+    """The design card's ``encoder.interpolation_mode=cubic data.cache=true``: the first windows of a
+    trajectory hold fewer than 4 sensor rows and must not stop training."""
+    train_py(["encoder.interpolation_mode=cubic", "data.cache=true", "output_dir=run", "data.root=demo",
+              "data.synthetic.trajectories=2", "data.synthetic.seconds=1", "data.val_fraction=0",
+              "data.num_workers=0", "data.batch_size=10", "trainer.max_steps=2", "trainer.val_every=0",
+              "trainer.save_every=0", "trainer.progress_bar=false", "logger=jsonl", "cpu=true"], tmp_path)
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
