@@ -95,7 +95,9 @@ def check_directory(path: str | os.PathLike[str], what: str = "trajectory direct
     if p.is_dir():
         return p
     parent = p.parent if str(p.parent) else Path(".")
-    siblings = [c.name for c in parent.iterdir()] if parent.is_dir() else []
+    siblings = [c.name for c in parent.iterdir() if c.name != p.name] if parent.is_dir() else []
+    if p.is_symlink() and not p.exists():
+        raise DataFormatError(f"{what} {p} is a broken symlink or a symlink loop; expected a directory")
     state = "is not a directory" if p.exists() else "does not exist"
     raise DataFormatError(f"{what} {p} {state}{suggest(p.name, siblings)}")
 
@@ -137,6 +139,12 @@ def _open_npz(path: Path) -> Any:
         return np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise DataFormatError(f"{path}: corrupt or truncated NPZ file ({exc}); expected a readable .npz") from exc
+
+
+def check_numeric(dtype: np.dtype, where: str) -> None:
+    """Numbers (bool, int, float) only: text or object arrays would fail deep inside numpy later."""
+    if np.dtype(dtype).kind not in "biuf":
+        raise DataFormatError(f"{where}: expected numbers (int or float), got dtype {np.dtype(dtype)}")
 
 
 def check_timestamps(ts: np.ndarray, where: str) -> None:
@@ -233,6 +241,10 @@ class TrajectoryReader:
             raise DataFormatError(f"{path}: invalid JSON ({exc}); expected an object") from exc
         if not isinstance(meta, dict):
             raise DataFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+        if meta.get("instruction") is not None and not isinstance(meta["instruction"], str):
+            raise DataFormatError(
+                f"{path}:instruction: expected a string, got {type(meta['instruction']).__name__}"
+            )
         return meta
 
     def _read_actions(self, root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -244,8 +256,11 @@ class TrajectoryReader:
                 f"{self.actions_file} (found: {sorted(present)[:10]}){suggest(self.actions_file, present)}"
             )
         with _open_npz(path) as npz:
-            ts = _load_key(path, self.action_timestamps_key, npz).astype(np.float64)
+            ts = _load_key(path, self.action_timestamps_key, npz)
             actions = _load_key(path, self.actions_key, npz)
+        check_numeric(ts.dtype, f"{path}:{self.action_timestamps_key}")
+        check_numeric(actions.dtype, f"{path}:{self.actions_key}")
+        ts = ts.astype(np.float64)
         check_timestamps(ts, f"{path}:{self.action_timestamps_key}")
         if actions.ndim == 1:
             actions = actions[:, None]
@@ -268,6 +283,11 @@ class TrajectoryReader:
         out: dict[str, list[Path]] = {}
         for view in views:
             vdir = img_root / view
+            if view not in available and vdir.is_symlink() and not vdir.exists():
+                raise DataFormatError(
+                    f"{root}: view {view!r}: {self.images_dir}/{view} is a broken symlink or a symlink loop; "
+                    "expected a directory of images"
+                )
             if view not in available:
                 raise DataFormatError(
                     f"{root}: unknown view {view!r}; available views under {self.images_dir}/: "
@@ -303,6 +323,8 @@ class TrajectoryReader:
                         f"{path}: missing key {key!r}; expected keys {keys} (found: {sorted(headers)})"
                         f"{suggest(key, headers)}"
                     )
+            for key in keys:
+                check_numeric(headers[key][1], f"{path}:{key}")
             ts_shape = headers[self.sensor_timestamps_key][0]
             if len(ts_shape) != 1:
                 raise DataFormatError(
