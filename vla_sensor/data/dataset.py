@@ -171,8 +171,13 @@ class InsertionDataset(Dataset):
         if not -len(self) <= idx < len(self):
             raise IndexError(f"sample index {idx} out of range for {len(self)} samples")
         idx = int(idx) % len(self)
-        k = int(self.sample_traj[idx])
-        t = int(self.sample_step[idx])
+        k, t = int(self.sample_traj[idx]), int(self.sample_step[idx])
+        try:
+            return self._sample(idx, k, t)
+        except (DataFormatError, OSError, ValueError) as exc:  # e.g. an image changed after init, in a worker
+            raise DataFormatError(f"sample {idx} (trajectory {self.trajectories[k].path}, step {t}): {exc}") from exc
+
+    def _sample(self, idx: int, k: int, t: int) -> dict[str, Any]:
         traj = self.trajectories[k]
         m = traj.num_steps
         steps = np.arange(t, t + self.horizon)
