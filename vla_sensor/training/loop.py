@@ -8,6 +8,7 @@ optimizer steps.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -374,12 +375,49 @@ def _micro_batches(components: Components, batches: EndlessBatches, state: Train
     """Batches without end from the data position recorded in ``state``, which it keeps up to date."""
     batches.epoch, batches.skip = state.epoch, state.batch_in_epoch
     epoch_length = batches.epoch_length(state.epoch)
-    for batch in _loader(components.train_dataset, batches, components, workers, seed, device):
+    sent = _SentBatches(batches)
+    loader = iter(_loader(components.train_dataset, sent, components, workers, seed, device))
+    while True:
+        try:
+            batch = next(loader)
+        except StopIteration:
+            return
+        except Exception as exc:  # a worker raised or died: say which samples, then stop (no retry, no hang)
+            indices = sent.pending[0] if sent.pending else []
+            getattr(loader, "_shutdown_workers", lambda: None)()  # the other workers now, not at exit
+            raise RuntimeError(
+                f"loading training batch {state.batch_in_epoch + 1} of epoch {state.epoch} failed "
+                f"(sample indices {indices}{_sources(components.train_dataset, indices)}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        sent.pending.popleft()
         if state.batch_in_epoch >= epoch_length:  # a resume exactly at an epoch's end
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             epoch_length = batches.epoch_length(state.epoch)
         state.batch_in_epoch += 1
         yield batch
+
+
+class _SentBatches:
+    """The batch sampler, remembering the index lists handed to the workers and not yet received."""
+
+    def __init__(self, batches: EndlessBatches) -> None:
+        self.batches = batches
+        self.pending: collections.deque[list[int]] = collections.deque()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for indices in self.batches:
+            self.pending.append(list(indices))
+            yield indices
+
+
+def _sources(dataset, indices: list[int]) -> str:
+    """``; trajectories <paths>`` for a dataset that knows the file of each sample, else ''."""
+    trajectories, sample_traj = getattr(dataset, "trajectories", None), getattr(dataset, "sample_traj", None)
+    if trajectories is None or sample_traj is None:
+        return ""
+    paths = sorted({str(trajectories[int(sample_traj[i])].path) for i in indices})
+    return f"; trajectories {', '.join(paths)}"
 
 
 def train_metrics(accelerator: Accelerator, meter: IntervalMeter, scheduler, grad_norm, state: TrainState,
