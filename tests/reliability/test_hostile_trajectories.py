@@ -16,7 +16,7 @@ import pytest
 from vla_sensor.data.dataset import InsertionDataset
 from vla_sensor.data.errors import DataFormatError
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")]
 
 
 def _npz(path: Path) -> dict[str, np.ndarray]:

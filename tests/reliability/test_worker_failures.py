@@ -30,9 +30,12 @@ def test_worker_raising_names_sample_and_file(tiny_root: Path, tmp_path: Path, c
             f.unlink()
     else:  # the image changed after the dataset was built
         image.write_bytes(b"garbage")
-    loader = make_dataloader(ds, batch_size=4, num_workers=2, shuffle=False)
-    with pytest.raises(DataFormatError) as info:
-        list(loader)
+    batches = iter(make_dataloader(ds, batch_size=4, num_workers=2, shuffle=False))
+    try:
+        with pytest.raises(DataFormatError) as info:
+            list(batches)
+    finally:
+        batches._shutdown_workers()  # now, rather than when the traceback is collected (seconds of joins)
     message = str(info.value)
     if cached:
         assert re.search(rf"sample \d+ \(trajectory {traj}, step \d+\): .*images/traj-\w+-oak-\w+\.npy", message)
