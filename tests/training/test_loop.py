@@ -75,9 +75,10 @@ def test_wandb_offline_files_and_run_id_kept_on_resume(tmp_path):
     train(compose_cfg([*args, "trainer.resume=auto"]))
     runs = sorted((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 2, runs
-    ids = {p.name.rsplit("-", 1)[-1] for p in runs}
-    assert len(ids) == 1, f"the resumed run got a new W&B id: {runs}"
+    # the run id is in each run file's name (the directory gets a "-1" suffix when both start in one second)
+    ids = {f.stem.removeprefix("run-") for p in runs for f in p.glob("*.wandb")}
     assert all(list(p.glob("*.wandb")) for p in runs)
+    assert len(ids) == 1, f"the resumed run got a new W&B id: {runs}"
     state = json.loads((run / "checkpoints" / "step_0000004" / "trainer_state.json").read_text())
     assert state["wandb_run_id"] == ids.pop()
     assert read_metrics(run)[-1]["step"] == 4

@@ -46,7 +46,7 @@ class CacheStrategyConfig:
 class SyntheticConfig:
     """Generated demo recordings written to ``data.root`` when it is missing."""
 
-    trajectories: int = 8
+    trajectories: int = 12
     seconds: float = 6.0
     sensor_rate: list[float] = field(default_factory=lambda: [650.0])
     action_rate: float = 10.0
