@@ -167,19 +167,25 @@ class DataBench:
         return out
 
     # ----------------------------------------------------------------- batches
-    def loader(self, ds: Any, num_workers: int, salt: int = 0) -> DataLoader:
+    def loader(self, ds: Any, num_workers: int, salt: int = 0) -> Any:
+        """The batches training iterates: with workers and a ``stream``/``mmap`` cache, the workers send
+        window references and the main process copies the windows (``data.gather_sensor_in_main``)."""
         from vla_sensor.data.collate import collate_samples
+        from vla_sensor.data.loader import wrap_for_main_process_gather
 
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + salt)
-        return DataLoader(
-            ds,
-            batch_size=self.cfg.batch_size,
-            shuffle=True,
-            num_workers=num_workers,
-            collate_fn=collate_samples,
-            persistent_workers=num_workers > 0,
-            generator=generator,
-            drop_last=True,
+        return wrap_for_main_process_gather(
+            ds, num_workers, collate_samples, True,
+            lambda source: DataLoader(
+                source,
+                batch_size=self.cfg.batch_size,
+                shuffle=True,
+                num_workers=num_workers,
+                collate_fn=collate_samples,
+                persistent_workers=num_workers > 0,
+                generator=generator,
+                drop_last=True,
+            ),
         )
 
     def time_batches(self, ds: Any, strategy: str, num_workers: int) -> Timing:
@@ -270,8 +276,9 @@ def _safe_pages(pid: int, location: dict[str, Any]) -> dict[str, Any]:
         return {"pid": pid, "error": str(exc)}
 
 
-def _shutdown(loader: DataLoader) -> None:
+def _shutdown(loader: Any) -> None:
     """Stop persistent workers now rather than at garbage collection."""
+    loader = getattr(loader, "loader", loader)  # a MainProcessSensorLoader's DataLoader
     it = getattr(loader, "_iterator", None)
     if it is not None and hasattr(it, "_shutdown_workers"):
         it._shutdown_workers()

@@ -94,7 +94,8 @@ def loading_table(results: dict[str, Any]) -> str:
         rows.append([f"  … materialized, as a multiple of the memcpy floor ({fmt.seconds(floor)})", *cells, fmt.NA])
     bs = data.get("batch_size", 16)
     for workers, per in sorted(data.get("batch", {}).items()):
-        rows.append(_strategy_row(f"Full batch loading (B={bs}, images + sensor), num_workers={workers}", per))
+        how = "" if str(workers) == "0" else "; stream/mmap: workers send window refs, main process copies the windows"
+        rows.append(_strategy_row(f"Full batch loading (B={bs}, images + sensor), num_workers={workers}{how}", per))
     bfloor = _med(_g(results, "floor", "batch", "timing"))
     if bfloor and "0" in data.get("batch", {}):
         cells = [fmt.ratio(fmt.safe_div(_med(_g(data, "batch", "0", s)), bfloor)) for s in STRATEGIES]

@@ -182,6 +182,7 @@ def build_dataloader(
         bucket_by_length=cfg.bucket_by_length,
         max_rows=cfg.max_rows,
         seed=cfg.seed,
+        gather_sensor_in_main=bool(cfg.get("gather_sensor_in_main", True)),
         num_replicas=num_replicas,
         rank=rank,
         **kwargs,

@@ -18,8 +18,14 @@ _NUMPY = {
     ]
 }
 
-# sample key -> batch key where they differ
-_RENAMES = {"sensor_length": "sensor_lengths", "has_sensor": "has_sensor_mask"}
+# sample key -> batch key where they differ. ``sensor_window_ref`` (4,) int64 replaces ``sensor_data``
+# in samples from workers when the main process gathers the windows (vla_sensor.data.sensor_gather):
+# stacked to ``sensor_window_refs`` (B, 4), which the loader wrapper turns back into ``sensor_data``.
+_RENAMES = {
+    "sensor_length": "sensor_lengths",
+    "has_sensor": "has_sensor_mask",
+    "sensor_window_ref": "sensor_window_refs",
+}
 _CONCAT = ("pixel_values", "image_grid_thw")
 _RIGHT_PAD = ("input_ids", "attention_mask")
 

@@ -80,6 +80,7 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = 2
     bucket_by_length: bool = False
+    gather_sensor_in_main: bool = True  # workers send window refs; sensor_data is filled in the main process
     max_rows: Optional[int] = None  # noqa: UP045
     seed: int = 0
     progress: bool = True

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from vla_sensor.data.cache import (
     DEFAULT_STRATEGY,
@@ -124,6 +124,9 @@ class InsertionDataset(Dataset):
         self.sample_traj = self.cache.sample_traj
         offsets = np.cumsum([0] + [t.num_steps for t in self.trajectories])
         self.sample_step = np.arange(len(self.sample_traj)) - offsets[self.sample_traj]
+        # set by the loader builder on the workers' copy (vla_sensor.data.sensor_gather), not by users:
+        # in a DataLoader worker, samples carry a window reference instead of sensor_data
+        self.defer_sensor_to_main = False
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -151,6 +154,12 @@ class InsertionDataset(Dataset):
     def sensor_window(self, idx: int) -> tuple[np.ndarray, int]:
         """Sample ``idx``'s float32 (T, C) window (valid rows last) and valid length — the fast path."""
         return self.cache.window(idx)
+
+    def gather_sensor(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Fill a collated batch's ``sensor_data`` from its ``sensor_window_refs`` (main-process gather)."""
+        from vla_sensor.data.sensor_gather import gather_sensor
+
+        return gather_sensor(self, batch)
 
     @property
     def image_cache_nbytes(self) -> int:
@@ -181,6 +190,20 @@ class InsertionDataset(Dataset):
         traj = self.trajectories[k]
         m = traj.num_steps
         steps = np.arange(t, t + self.horizon)
+        if self.defer_sensor_to_main and get_worker_info() is not None:
+            from vla_sensor.data.sensor_gather import REF_KEY, window_ref
+
+            return {
+                "images": self._images(k, t),
+                "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
+                "action_is_pad": torch.from_numpy(steps >= m),
+                REF_KEY: window_ref(self, idx),
+                "sensor_length": int(self.cache.lengths[idx]),
+                "has_sensor": bool(traj.has_sensor),
+                "instruction": self.instructions[k],
+                "trajectory_index": k,
+                "step_index": t,
+            }
         if self.decode_on_device:
             window, length, scale, offset = self.cache.window_stored(idx)
         else:

@@ -183,7 +183,7 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
         val_batches = ShardedBatchSampler(len(components.val_dataset), batch_size, world, rank, shuffle=False,
                                           drop_last=False)
         val_loader = _loader(components.val_dataset, val_batches, components, num_workers, cfg.seed,
-                             accelerator.device)
+                             accelerator.device, gather=bool(cfg.data.get("gather_sensor_in_main", True)))
 
     optimizer = make_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.warmup_steps, max_steps, tc.min_lr_ratio))
@@ -205,7 +205,7 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
 
     # --- the loop ------------------------------------------------------------------------------------
     micro_batches = _micro_batches(components, train_batches, state, num_workers, cfg.seed + rank,
-                                   accelerator.device)
+                                   accelerator.device, gather=bool(cfg.data.get("gather_sensor_in_main", True)))
     meter = IntervalMeter()
     last_log: dict = {}
     bar = tqdm(total=max_steps, initial=state.step, disable=not (main and tc.progress_bar), desc="train",
@@ -355,7 +355,20 @@ def train_batch_sampler(cfg: DictConfig, dataset, world: int, rank: int):
 
 
 def _loader(dataset, batch_sampler, components: Components, workers: int, seed: int,
-            device: torch.device) -> DataLoader:
+            device: torch.device, gather: bool = True):
+    """The DataLoader over ``batch_sampler``; with ``gather`` (``data.gather_sensor_in_main``) and a
+    ``stream``/``mmap`` cache, wrapped so workers send window references and this process fills
+    ``sensor_data`` from the cache (same batches, without the worker IPC of the windows)."""
+    from vla_sensor.data.loader import wrap_for_main_process_gather
+
+    return wrap_for_main_process_gather(
+        dataset, workers, components.collate_fn, gather,
+        lambda source: _plain_loader(source, batch_sampler, components, workers, seed, device),
+    )
+
+
+def _plain_loader(dataset, batch_sampler, components: Components, workers: int, seed: int,
+                  device: torch.device) -> DataLoader:
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
@@ -371,12 +384,12 @@ def _loader(dataset, batch_sampler, components: Components, workers: int, seed: 
 
 
 def _micro_batches(components: Components, batches: EndlessBatches, state: TrainState, workers: int, seed: int,
-                   device: torch.device) -> Iterator[dict]:
+                   device: torch.device, gather: bool = True) -> Iterator[dict]:
     """Batches without end from the data position recorded in ``state``, which it keeps up to date."""
     batches.epoch, batches.skip = state.epoch, state.batch_in_epoch
     epoch_length = batches.epoch_length(state.epoch)
     sent = _SentBatches(batches)
-    loader = iter(_loader(components.train_dataset, sent, components, workers, seed, device))
+    loader = iter(_loader(components.train_dataset, sent, components, workers, seed, device, gather))
     while True:
         try:
             batch = next(loader)
