@@ -41,7 +41,8 @@ def metric_steps(run_dir: Path) -> list[int]:
 
 
 def wandb_ids(run_dir: Path) -> set[str]:
-    return {p.name.rsplit("-", 1)[-1] for p in (Path(run_dir) / "wandb").glob("offline-run-*")}
+    # the id is in each run file's name ("run-<id>.wandb"); a run directory may carry a "-1" suffix
+    return {f.stem.removeprefix("run-") for f in (Path(run_dir) / "wandb").glob("offline-run-*/*.wandb")}
 
 
 def trainer_state(checkpoint: Path) -> dict:

@@ -31,6 +31,9 @@ def env(**extra: str) -> dict[str, str]:
     out = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "WANDB_SILENT": "true", **extra}
     out.pop("WORLD_SIZE", None)
+    # An in-process W&B run earlier in the test session exports WANDB_SERVICE; a child inheriting it
+    # would share that service, which keeps a SIGKILLed child's run registered ("run ID in use").
+    out.pop("WANDB_SERVICE", None)
     return out
 
 
