@@ -70,3 +70,23 @@ def test_gather_applies_only_where_it_can(small_dirs, cache_dir) -> None:
     transformed = _ds(small_dirs[:2], cache_dir, cache_strategy="stream", sensor_window_size=64,
                       sample_transform=lambda s: s)
     assert isinstance(make_dataloader(transformed, batch_size=4, num_workers=2), DataLoader)
+
+
+class _ImagesOnlyTransform:
+    """A worker-side transform that declares it never reads the sensor window (like the model's)."""
+
+    reads_sensor_data = False
+
+    def __call__(self, sample: dict) -> dict:
+        out = dict(sample)
+        out["image_mean"] = out.pop("images").float().mean()
+        return out
+
+
+def test_a_transform_that_ignores_the_sensor_keeps_the_gather(small_dirs, cache_dir) -> None:
+    ds = _ds(small_dirs[:2], cache_dir, cache_strategy="mmap", sensor_window_size=64,
+             sample_transform=_ImagesOnlyTransform())
+    gathered = make_dataloader(ds, batch_size=4, num_workers=2, shuffle=False)
+    assert isinstance(gathered, MainProcessSensorLoader)
+    plain = make_dataloader(ds, batch_size=4, num_workers=2, shuffle=False, gather_sensor_in_main=False)
+    _assert_same_batches(list(gathered), list(plain))

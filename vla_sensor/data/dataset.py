@@ -190,30 +190,23 @@ class InsertionDataset(Dataset):
         traj = self.trajectories[k]
         m = traj.num_steps
         steps = np.arange(t, t + self.horizon)
+        scale = offset = None
         if self.defer_sensor_to_main and get_worker_info() is not None:
             from vla_sensor.data.sensor_gather import REF_KEY, window_ref
 
-            return {
-                "images": self._images(k, t),
-                "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
-                "action_is_pad": torch.from_numpy(steps >= m),
-                REF_KEY: window_ref(self, idx),
-                "sensor_length": int(self.cache.lengths[idx]),
-                "has_sensor": bool(traj.has_sensor),
-                "instruction": self.instructions[k],
-                "trajectory_index": k,
-                "step_index": t,
-            }
-        if self.decode_on_device:
-            window, length, scale, offset = self.cache.window_stored(idx)
+            # the main process copies the window from the shared cache (vla_sensor.data.sensor_gather)
+            sensor: dict[str, Any] = {REF_KEY: window_ref(self, idx), "sensor_length": int(self.cache.lengths[idx])}
         else:
-            (window, length), scale, offset = self.cache.window(idx), None, None
+            if self.decode_on_device:
+                window, length, scale, offset = self.cache.window_stored(idx)
+            else:
+                window, length = self.cache.window(idx)
+            sensor = {"sensor_data": torch.from_numpy(window), "sensor_length": int(length)}
         sample: dict[str, Any] = {
             "images": self._images(k, t),
             "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
             "action_is_pad": torch.from_numpy(steps >= m),
-            "sensor_data": torch.from_numpy(window),
-            "sensor_length": int(length),
+            **sensor,
             "has_sensor": bool(traj.has_sensor),
             "instruction": self.instructions[k],
             "trajectory_index": k,

@@ -30,8 +30,10 @@ _DEFER_STRATEGIES = (CacheStrategy.stream, CacheStrategy.mmap)
 def can_gather_in_main(dataset: Any, num_workers: int, collate_fn: Any = None) -> bool:
     """Whether batches of ``dataset`` can carry window references instead of windows.
 
-    Needs workers (in-process loading has no IPC to save), a ``stream``/``mmap`` sensor cache, no
-    ``sample_transform`` (it might change ``sensor_data``) and the contract's collate function.
+    Needs workers (in-process loading has no IPC to save), a ``stream``/``mmap`` sensor cache, the
+    contract's collate function, and no ``sample_transform`` unless it declares
+    ``reads_sensor_data = False`` (as the model's Qwen-VL pre-processing does): another transform
+    might read or change ``sensor_data``, which the workers then no longer have.
     """
     from vla_sensor.data.collate import collate_samples
     from vla_sensor.data.dataset import InsertionDataset
@@ -40,7 +42,7 @@ def can_gather_in_main(dataset: Any, num_workers: int, collate_fn: Any = None) -
         num_workers > 0
         and isinstance(dataset, InsertionDataset)
         and dataset.strategy in _DEFER_STRATEGIES
-        and dataset.sample_transform is None
+        and (dataset.sample_transform is None or getattr(dataset.sample_transform, "reads_sensor_data", True) is False)
         and (collate_fn is None or collate_fn is collate_samples)
     )
 

@@ -149,6 +149,10 @@ class QwenSampleTransform:
     drops the raw ``images`` (unless ``keep_images``) so workers ship less memory to the trainer.
     """
 
+    # Only images and the instruction are read: the data loader may leave the sensor window out of
+    # the worker's sample and copy it in the main process (see vla_sensor.data.sensor_gather).
+    reads_sensor_data = False
+
     def __init__(
         self,
         tokenizer: Any,
