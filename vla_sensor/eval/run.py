@@ -80,7 +80,7 @@ def load_model(cfg: DictConfig, weights: Path, action_dim: int) -> torch.nn.Modu
         return QwenVLAWithSensor.from_pretrained(weights)
     from safetensors.torch import load_file
 
-    from vla_sensor.training.components import _build_model as build_policy
+    from vla_sensor.training.components import build_policy
 
     model = build_policy(cfg, action_dim, stats=None)
     missing, unexpected = model.load_state_dict(load_file(weights / WEIGHTS_FILE), strict=False)
@@ -155,7 +155,7 @@ def evaluate_run(
                 continue
             acc.update(pred.float(), true.float(), is_pad, has_sensor)
             for k in torch.unique(traj).tolist():
-                if k >= num_trace_plots and len(traces) >= num_trace_plots and k not in traces:
+                if k not in traces and len(traces) >= num_trace_plots:  # plot the first trajectories seen
                     continue
                 rows = traj == k
                 traces[k]["step"].append(step[rows].cpu().numpy())

@@ -79,9 +79,6 @@ def build_policy(cfg, action_dim: int, stats):
     return model
 
 
-_build_model = build_policy  # earlier name, still imported by vla_sensor.eval
-
-
 def _stage1_export(path: Path) -> Path:
     """A stage-1 run directory or its ``final/`` export -> the export directory."""
     if (path / "final").is_dir():
