@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vla_sensor.data.errors import DataFormatError, suggest
-from vla_sensor.data.format import check_directory
+from vla_sensor.data.format import discover_trajectories
 from vla_sensor.data.normalization import ActionStats, compute_action_stats
 
 
@@ -65,20 +65,6 @@ def ensure_demo_data(root: str | os.PathLike[str], synthetic: Any) -> Path:
         finally:
             fcntl.flock(lf, fcntl.LOCK_UN)
     return root
-
-
-def discover_trajectory_dirs(root: str | os.PathLike[str], actions_file: str = "actions.npz") -> list[Path]:
-    """Sub-directories of ``root`` holding ``actions_file`` (or ``root`` itself), sorted by name."""
-    root = check_directory(root, "data.root")
-    if (root / actions_file).is_file():
-        return [root]
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and (p / actions_file).is_file())
-    if not dirs:
-        raise DataFormatError(
-            f"data.root {root}: no trajectory directories (sub-directories holding {actions_file}); "
-            "expected <root>/<trajectory>/actions.npz"
-        )
-    return dirs
 
 
 def split_trajectories(
@@ -130,18 +116,18 @@ def build_datasets(
     from vla_sensor.data.dataset import InsertionDataset
 
     cfg = _cfg(data_cfg)
+    reader = make_reader(cfg.reader)
     root = None
     if cfg.trajectory_dirs:
-        dirs = [check_directory(d) for d in cfg.trajectory_dirs]
+        dirs = [Path(d) for d in cfg.trajectory_dirs]  # each checked by reader.read
     else:
         root = Path(cfg.root)
         if not root.is_dir() and cfg.generate_if_missing:
             ensure_demo_data(root, cfg.synthetic)
-        dirs = discover_trajectory_dirs(root, cfg.reader.actions_file)
+        dirs = discover_trajectories(reader, root)
     train_dirs, val_dirs = split_trajectories(dirs, cfg.val_fraction, list(cfg.val_dirs), cfg.seed, root)
     if not train_dirs:
         raise DataFormatError("data: no training trajectories left after the validation split")
-    reader = make_reader(cfg.reader)
     strategy = cfg.cache_strategy
     kwargs: dict[str, Any] = {
         "horizon": cfg.horizon,

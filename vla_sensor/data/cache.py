@@ -296,6 +296,8 @@ class MmapCache(SensorCache):
             info["sources"] = [
                 [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns, hash_ends(p)] for p in traj.sensor_files
             ]
+            if traj.sensor_fingerprint is not None:
+                info["part"] = traj.sensor_fingerprint
         else:  # a custom reader without files: hash the stream itself
             info["stream"] = hashlib.blake2b(np.ascontiguousarray(traj.load_sensor_stream()).data).hexdigest()
         return key_of(info)

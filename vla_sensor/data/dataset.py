@@ -23,7 +23,8 @@ from vla_sensor.data.cache import (
 )
 from vla_sensor.data.errors import DataFormatError
 from vla_sensor.data.format import Trajectory, TrajectoryReader, TrajectoryReaderProtocol
-from vla_sensor.data.image_cache import ImageCache, decode_image
+from vla_sensor.data.image_cache import ImageCache
+from vla_sensor.data.images import decode_views
 from vla_sensor.data.loader import make_dataloader
 from vla_sensor.data.storage import StorageDtype
 from vla_sensor.data.windows import WindowSpec
@@ -86,7 +87,7 @@ class InsertionDataset(Dataset):
         for d in dirs:
             traj = self.reader.read(d, views=views)
             if views is None:  # all views of the first trajectory; the others must have them too
-                views = list(traj.image_paths)
+                views = traj.images.views
             self.trajectories.append(traj)
         self.view_selection: list[str] = views or []
         dims = {t.actions.shape[1] for t in self.trajectories}
@@ -170,11 +171,8 @@ class InsertionDataset(Dataset):
         if self.image_cache is not None:
             return torch.from_numpy(self.image_cache.images(k, step))
         traj = self.trajectories[k]
-        arrays = [decode_image(traj.image_paths[view][step], self.image_size) for view in self.view_selection]
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise DataFormatError(f"{traj.path}: views have different image sizes {shapes}; set image_size")
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        arrays = decode_views(traj.images, self.view_selection, step, self.image_size, traj.path)
+        return torch.from_numpy(np.ascontiguousarray(arrays))
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         if not -len(self) <= idx < len(self):

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from vla_sensor.data.errors import DataFormatError, suggest
+from vla_sensor.data.images import ImageFiles, ImageSource
 from vla_sensor.data.windows import SENSOR_CHANNELS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -41,15 +42,25 @@ class Trajectory:
     path: Path
     action_timestamps: np.ndarray  # (M,) float64 seconds
     actions: np.ndarray  # (M, A) float32, robot units
-    image_paths: dict[str, list[Path]]  # view -> M paths, in view order
+    images: ImageSource  # one image per step and view (files, or a container's frames)
     sensor_timestamps: np.ndarray | None = None  # (N,) float64 seconds
     sensor_stream: np.ndarray | None = None  # (N, C) float32, loaded lazily
     instruction: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     sensor_files: tuple[Path, ...] = ()  # sources, for cache keys (empty: hash the stream)
+    # JSON-able, for cache keys: what in sensor_files is this trajectory's (e.g. a row range of a file
+    # that holds many episodes); None when the files hold this trajectory alone
+    sensor_fingerprint: Any = None
     # sensor_loader(validate) returns the (N, C) float32 stream; validate=True checks NaN/inf
     sensor_loader: Callable[[bool], np.ndarray] | None = None
     num_channels: int | None = None
+
+    @property
+    def image_paths(self) -> dict[str, list[Path]]:
+        """view -> the M image files (native format only)."""
+        if not isinstance(self.images, ImageFiles):
+            raise AttributeError(f"{self.path}: images come from {type(self.images).__name__}, not files")
+        return self.images.paths
 
     @property
     def has_sensor(self) -> bool:
@@ -77,8 +88,9 @@ class Trajectory:
 class TrajectoryReaderProtocol(Protocol):
     """What a custom reader must provide (plugged in with ``data.reader._target_``).
 
-    ``read`` returns a :class:`Trajectory` with ``actions``/``action_timestamps``, one image path per
-    step for each requested view (``views=None``: all), and either no sensor (``sensor_timestamps``
+    ``read`` returns a :class:`Trajectory` with ``actions``/``action_timestamps``, an
+    :class:`~vla_sensor.data.images.ImageSource` with one image per step for each requested view
+    (``views=None``: all), and either no sensor (``sensor_timestamps``
     None) or ``sensor_timestamps`` plus ``sensor_stream`` or a ``sensor_loader``. Raise
     :class:`DataFormatError` for bad input. The constructor receives the ``data.reader`` fields as
     keyword arguments (accept ``**kwargs`` for the ones you ignore).
@@ -87,6 +99,15 @@ class TrajectoryReaderProtocol(Protocol):
     expected_channels: int | None
 
     def read(self, path: str | os.PathLike[str], views: Sequence[str] | None = None) -> Trajectory: ...
+
+
+def discover_trajectories(reader: Any, root: str | os.PathLike[str]) -> list[Path]:
+    """The trajectories under ``data.root``: ``reader.discover(root)`` where the reader has one (a
+    container format lists its episodes), else the sub-directories holding ``actions.npz``."""
+    discover = getattr(reader, "discover", None)
+    if callable(discover):
+        return list(discover(root))
+    return discover_trajectory_dirs(root, getattr(reader, "actions_file", "actions.npz"))
 
 
 def check_directory(path: str | os.PathLike[str], what: str = "trajectory directory") -> Path:
@@ -171,6 +192,20 @@ def check_finite(a: np.ndarray, where: str) -> None:
         raise DataFormatError(f"{where}: NaN/inf value at row {row}; expected finite numbers")
 
 
+def discover_trajectory_dirs(root: str | os.PathLike[str], actions_file: str = "actions.npz") -> list[Path]:
+    """Sub-directories of ``root`` holding ``actions_file`` (or ``root`` itself), sorted by name."""
+    root = check_directory(root, "data.root")
+    if (root / actions_file).is_file():
+        return [root]
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and (p / actions_file).is_file())
+    if not dirs:
+        raise DataFormatError(
+            f"data.root {root}: no trajectory directories (sub-directories holding {actions_file}); "
+            "expected <root>/<trajectory>/actions.npz"
+        )
+    return dirs
+
+
 class TrajectoryReader:
     """Reads and validates the spec's trajectory directory; every name in it is configurable."""
 
@@ -207,6 +242,9 @@ class TrajectoryReader:
         }
 
     # ------------------------------------------------------------------ public
+    def discover(self, root: str | os.PathLike[str]) -> list[Path]:
+        return discover_trajectory_dirs(root, self.actions_file)
+
     def read(self, path: str | os.PathLike[str], views: Sequence[str] | None = None) -> Trajectory:
         root = check_directory(path)
         meta = self._read_meta(root)
@@ -217,7 +255,7 @@ class TrajectoryReader:
             path=root,
             action_timestamps=action_ts,
             actions=actions,
-            image_paths=image_paths,
+            images=ImageFiles(image_paths),
             instruction=meta.get("instruction"),
             meta=meta,
         )

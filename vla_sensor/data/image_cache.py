@@ -20,28 +20,15 @@ from typing import Any
 
 import numpy as np
 import PIL
-from PIL import Image
 from tqdm.auto import tqdm
 
 from vla_sensor.data.disk_cache import build_or_reuse, key_of, open_cow
 from vla_sensor.data.errors import DataFormatError
 from vla_sensor.data.format import Trajectory
+from vla_sensor.data.images import RESAMPLE
 
 IMAGE_CACHE_VERSION = 1
 HASH_BLOCK = 1 << 14  # bytes checked at each end of an image cache file at every start
-RESAMPLE = Image.Resampling.BILINEAR
-
-
-def decode_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, resized (bilinear) to ``size`` = (H, W) when given and different."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), RESAMPLE)
-            return np.asarray(im)
-    except OSError as exc:
-        raise DataFormatError(f"{path}: unreadable image ({exc}); expected a JPEG or PNG") from exc
 
 
 class ImageCache:
@@ -72,29 +59,22 @@ class ImageCache:
             if len(found) > 1:
                 raise DataFormatError(f"{trajectories[k].path}: views have different image sizes {found}; set image_size")
 
-    def _key(self, paths: Sequence[Path]) -> str:
-        # one stat per file, each directory resolved once: this runs at every start (warm init)
-        names = [os.fspath(p) for p in paths]
-        dirs = {d: os.path.realpath(d) for d in {os.path.dirname(n) for n in names}}
-        stats = [
-            (dirs[os.path.dirname(n)], os.path.basename(n), st.st_size, st.st_mtime_ns)
-            for n in names
-            for st in [os.stat(n)]
-        ]
+    def _key(self, traj: Trajectory, view: str) -> str:
         return key_of(
             {
                 "version": IMAGE_CACHE_VERSION,
                 "size": self.image_size,
                 "resample": RESAMPLE.name,
                 "pillow": PIL.__version__,
-                "files": stats,
+                "source": type(traj.images).__qualname__,
+                "files": traj.images.fingerprint(view),
             }
         )
 
     def _prepare(self, k: int, traj: Trajectory, view: str) -> tuple[int, ...]:
-        paths = list(traj.image_paths[view])
+        steps = traj.num_steps
         try:
-            key = self._key(paths)
+            key = self._key(traj, view)
         except OSError as exc:
             raise DataFormatError(f"{traj.path}: image of view {view!r} missing ({exc})") from exc
         where = hashlib.sha1(str(traj.path.resolve()).encode()).hexdigest()[:8]
@@ -102,28 +82,28 @@ class ImageCache:
         npy = self.cache_dir / f"{prefix}{key[:24]}.npy"
 
         def produce() -> tuple[np.ndarray, dict[str, Any]]:
-            return self._decode_all(paths, traj, view), {"source": str(traj.path), "view": view}
+            return self._decode_all(traj, view), {"source": str(traj.path), "view": view}
 
         meta, built = build_or_reuse(
             npy, npy.with_suffix(".json"), self.cache_dir / f"{prefix}lock", key, produce, prefix, hash_block=HASH_BLOCK
         )
         if built:
             self.built_here.append((k, view))
-        if meta["shape"][0] != len(paths):
-            raise DataFormatError(f"{npy}: image cache has {meta['shape'][0]} images, expected {len(paths)}")
+        if meta["shape"][0] != steps:
+            raise DataFormatError(f"{npy}: image cache has {meta['shape'][0]} images, expected {steps}")
         self._files[(k, view)] = npy
         self._nbytes += int(meta["data_bytes"])
         return tuple(meta["shape"][1:])
 
-    def _decode_all(self, paths: Sequence[Path], traj: Trajectory, view: str) -> np.ndarray:
-        first = decode_image(paths[0], self.image_size)
-        out = np.empty((len(paths), 3, *first.shape[:2]), np.uint8)
-        for t, path in enumerate(paths):
-            img = first if t == 0 else decode_image(path, self.image_size)
+    def _decode_all(self, traj: Trajectory, view: str) -> np.ndarray:
+        first = traj.images.decode(view, 0, self.image_size)
+        out = np.empty((traj.num_steps, 3, *first.shape[:2]), np.uint8)
+        for t in range(traj.num_steps):
+            img = first if t == 0 else traj.images.decode(view, t, self.image_size)
             if img.shape != first.shape:
                 raise DataFormatError(
-                    f"{path}: image size {img.shape[1]}x{img.shape[0]} differs from the view's first "
-                    f"({first.shape[1]}x{first.shape[0]}) in {traj.path}; set data.image_size"
+                    f"{traj.path}: view {view!r} step {t}: image size {img.shape[1]}x{img.shape[0]} differs from "
+                    f"the view's first ({first.shape[1]}x{first.shape[0]}); set data.image_size"
                 )
             out[t] = img.transpose(2, 0, 1)
         return out

@@ -23,13 +23,13 @@ CLI: ``python -m vla_sensor.data.synthetic OUT_DIR --trajectories 8 --seconds 6 
 from __future__ import annotations
 
 import argparse
-import json
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from vla_sensor.data.writer import write_trajectory
 
 OCT_SAMPLES = 1025
 OCT_RANGE_MM = 6.0
@@ -108,7 +108,6 @@ def generate_trajectory(
     phase = float(rng.uniform(0, 2 * np.pi))
     delay = float(rng.uniform(0.0, 2.5))
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
 
     m = round(seconds * action_rate)
     t = np.arange(m) / action_rate
@@ -124,16 +123,10 @@ def generate_trajectory(
     actions[:, 4] = 2.0 * e_t[:, 0] * dt
     actions[:, 5] = 0.05 * np.sin(phase + 2 * np.pi * t / 3.0)
     actions[:, 6] = np.clip((z0 - surface) / TARGET_PENETRATION_MM, 0.0, 1.0)
-    np.savez(root / "actions.npz", timestamps=t.astype(np.float64), actions=actions.astype(np.float32))
-
-    for view in views:
-        vdir = root / "images" / view
-        vdir.mkdir(parents=True, exist_ok=True)
-        for k in range(m):
-            img = _render(image_size, view, float(e_t[k, 0]), float(e_t[k, 1]), rng)
-            Image.fromarray(img).save(vdir / f"{k:06d}.jpg", quality=90)
-
-    meta = {
+    frames = {
+        view: [_render(image_size, view, float(e_t[k, 0]), float(e_t[k, 1]), rng) for k in range(m)] for view in views
+    }
+    meta: dict = {
         "instruction": instruction,
         "action_rate_hz": action_rate,
         "views": list(views),
@@ -148,6 +141,7 @@ def generate_trajectory(
             "index": index,
         },
     }
+    sensor = None
     if sensor_rate is not None:
         n = round(seconds * sensor_rate) + 1
         ts = np.arange(n) / sensor_rate + rng.uniform(0.0, 0.2 / sensor_rate, n)
@@ -155,9 +149,9 @@ def generate_trajectory(
         z = _depth(ts, surface, speed, delay)
         pen = np.maximum(z - surface, 0.0)
         forces = (gain * pen**1.5 + rng.normal(0.0, 0.01, n)).astype(np.float32)
-        np.savez(root / "sensor.npz", timestamps=ts, forces=forces, alines=_oct(z, surface, rng))
+        sensor = {"timestamps": ts, "forces": forces, "alines": _oct(z, surface, rng)}
         meta["sensor_rate_hz"] = sensor_rate
-    (root / "meta.json").write_text(json.dumps(meta, indent=2))
+    write_trajectory(root, action_timestamps=t, actions=actions, images=frames, sensor=sensor, meta=meta)
     return root
 
 
