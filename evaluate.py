@@ -27,8 +27,9 @@ def main(cfg: DictConfig) -> None:
         print(f"\nwrote {run_dir / 'sweep_eval.json'} and each job's eval/")
         return
     result = evaluate_run(run_dir, checkpoint=cfg.checkpoint, output_dir=cfg.output_dir, **kwargs)
-    print(result.table)
-    print(f"\nwrote {result.output_dir / 'eval_metrics.json'} and plots")
+    if result.is_main_process:
+        print(result.table)
+        print(f"\nwrote {result.output_dir / 'eval_metrics.json'} and plots")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """vla-sensor: a Qwen-VL action policy fused with a high-rate force + OCT sensor stream.
 
-The seed design note's public names are importable from here. They are resolved lazily so that
+The public names (and those of the original sensor-dataset API) are importable from here. They are resolved lazily so that
 ``import vla_sensor`` stays cheap (no torch/transformers import until a name is used) and so that
 the data, model and training sub-packages never import each other through this module.
 """
@@ -15,10 +15,11 @@ __version__ = "0.1.0"
 # public name -> "module:attribute"
 _EXPORTS: dict[str, str] = {
     # data
-    "extract_sensor_window": "vla_sensor.data.windows:extract_sensor_window",
+    "extract_sensor_window": "vla_sensor.data.compat:extract_sensor_window",
     "InsertionDataset": "vla_sensor.data.dataset:InsertionDataset",
-    "insertionMeca500DatasetWithSensor": "vla_sensor.data.dataset:InsertionDataset",
-    "create_integrated_dataloader": "vla_sensor.data.dataset:create_integrated_dataloader",
+    "insertionMeca500DatasetWithSensor": "vla_sensor.data.compat:insertionMeca500DatasetWithSensor",
+    "create_integrated_dataloader": "vla_sensor.data.compat:create_integrated_dataloader",
+    "build_loader": "vla_sensor.data.loader:build_loader",
     "TrajectoryReader": "vla_sensor.data.format:TrajectoryReader",
     "DataFormatError": "vla_sensor.data.errors:DataFormatError",
     # models

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from vla_sensor.bench.config import DataBenchConfig
 from vla_sensor.bench.memory import (
@@ -77,13 +76,14 @@ class DataBench:
     def build(self, strategy: str, dtype: str = "float32", cache_dir: Path | None = None) -> Any:
         from vla_sensor.data.dataset import InsertionDataset
 
+        cached = strategy != "none"
         return InsertionDataset(
             [str(p) for p in self.paths],
             horizon=self.cfg.horizon,
             sensor_window_size=self.cfg.window,
             view_selection=list(self.cfg.views),
-            cache_sensor_windows=strategy != "none",
-            cache_strategy=strategy,
+            cache=cached,
+            **({"cache_strategy": strategy} if cached else {}),
             cache_dtype=dtype,
             # the decoded-image cache (on with any sensor cache) lives in the work dir for every strategy
             cache_dir=str(cache_dir if cache_dir is not None else self.work_dir / "cache"),
@@ -167,35 +167,24 @@ class DataBench:
         return out
 
     # ----------------------------------------------------------------- batches
-    def loader(self, ds: Any, num_workers: int, salt: int = 0) -> Any:
-        """The batches training iterates: with workers and a ``stream``/``mmap`` cache, the workers send
-        window references and the main process copies the windows (``data.gather_sensor_in_main``)."""
-        from vla_sensor.data.collate import collate_samples
-        from vla_sensor.data.loader import wrap_for_main_process_gather
+    def loader(self, ds: Any, num_workers: int, salt: int = 0, indices: list[int] | None = None) -> Any:
+        """The loader training uses (:func:`vla_sensor.data.build_loader`, main-process gather on) over
+        shuffled full batches of ``indices`` (default: every sample)."""
+        from vla_sensor.data.config import data_config
+        from vla_sensor.data.loader import build_loader
 
-        generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + salt)
-        return wrap_for_main_process_gather(
-            ds, num_workers, collate_samples, True,
-            lambda source: DataLoader(
-                source,
-                batch_size=self.cfg.batch_size,
-                shuffle=True,
-                num_workers=num_workers,
-                collate_fn=collate_samples,
-                persistent_workers=num_workers > 0,
-                generator=generator,
-                drop_last=True,
-            ),
-        )
+        order = self.sample_order(len(ds), len(ds), salt=100 + salt) if indices is None else list(indices)
+        size = self.cfg.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+        data = data_config(batch_size=size, num_workers=num_workers, seed=self.cfg.seed * 1000 + salt)
+        return build_loader(ds, data, shuffle=True, batches=batches)
 
     def time_batches(self, ds: Any, strategy: str, num_workers: int) -> Timing:
         """Seconds per batch: each repeat is a fresh pass over ``batches`` batches (workers warm)."""
         n = self.cfg.no_cache_batches if strategy == "none" else self.cfg.batches
         n = max(1, min(n, len(ds) // self.cfg.batch_size))
         loader = self.loader(ds, num_workers, salt=num_workers)
-        first = iter(loader)
-        next(first)  # start the workers and warm up; not timed
-        del first
+        next(iter(loader))  # start the workers and warm up; not timed
         samples = []
         runs = 2 if strategy == "none" else 3
         for _ in range(runs):
@@ -204,8 +193,7 @@ class DataBench:
             for _ in range(n):
                 next(it)
             samples.append((time.perf_counter() - start) / n)
-            del it
-        _shutdown(loader)
+        loader.close()
         return Timing.from_samples(samples)
 
     def batch_nbytes(self, ds: Any) -> int:
@@ -217,7 +205,7 @@ class DataBench:
     def epoch(self, ds: Any, strategy: str, touch: bool) -> dict[str, Any]:
         """First and subsequent epochs over a fixed subset; worker memory after the first."""
         count = min(self.cfg.epoch_samples, len(ds))
-        subset = Subset(ds, self.sample_order(len(ds), count, salt=3))
+        subset = self.sample_order(len(ds), count, salt=3)
         workers = max(self.cfg.num_workers)
         if touch:
             touch_cache(ds)
@@ -225,7 +213,7 @@ class DataBench:
         main_before_loader = read_smaps_rollup() if smaps_available() else None
         before = set(child_pids())
         start = time.perf_counter()
-        loader = self.loader(subset, workers, salt=7)
+        loader = self.loader(ds, workers, salt=7, indices=subset)
         for _ in loader:
             pass
         first = time.perf_counter() - start
@@ -245,7 +233,7 @@ class DataBench:
             for _ in loader:
                 pass
             subsequent.append(time.perf_counter() - start)
-        _shutdown(loader)
+        loader.close()
         return {
             "samples": count,
             "num_workers": workers,
@@ -274,15 +262,6 @@ def _safe_pages(pid: int, location: dict[str, Any]) -> dict[str, Any]:
         return {"pid": pid, **worker_cache_pages(pid, location)}
     except OSError as exc:
         return {"pid": pid, "error": str(exc)}
-
-
-def _shutdown(loader: Any) -> None:
-    """Stop persistent workers now rather than at garbage collection."""
-    loader = getattr(loader, "loader", loader)  # a MainProcessSensorLoader's DataLoader
-    it = getattr(loader, "_iterator", None)
-    if it is not None and hasattr(it, "_shutdown_workers"):
-        it._shutdown_workers()
-    loader._iterator = None  # type: ignore[attr-defined]
 
 
 def quantization_error(reference: Any, quantized: Any, indices: list[int], channel_range: np.ndarray) -> dict[str, float]:

@@ -12,7 +12,6 @@ for backward; on a GPU it is the allocator's peak.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -29,17 +28,6 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ACTION_DIM = 7
-
-
-def _fusion_model_available() -> str | None:
-    """None when the fusion model can be imported, else the reason it cannot."""
-    try:
-        module = importlib.import_module("vla_sensor.models.vla")
-    except ImportError as exc:
-        return f"fusion model not available yet ({exc})"
-    if not hasattr(module, "build_model"):
-        return "fusion model not available yet (vla_sensor.models.vla has no build_model)"
-    return None
 
 
 class RssPeak:
@@ -92,36 +80,23 @@ def _model_cfg(name: str, dtype: str | None = None) -> Any:
 
 
 def _build(model_cfg: Any, views: list[str], image_size: int) -> Any:
-    from omegaconf import OmegaConf
-
-    from vla_sensor.models.encoder_config import EncoderConfig
     from vla_sensor.models.vla import build_model
 
-    encoder = OmegaConf.structured(
-        EncoderConfig(
-            hidden_dim=int(model_cfg.sensor_hidden_dim),
-            output_dim=int(model_cfg.sensor_output_dim),
-            num_tokens=int(model_cfg.num_sensor_tokens),
-        )
-    )
-    return build_model(model_cfg, encoder, action_dim=ACTION_DIM, horizon=8, view_selection=views, image_size=(image_size, image_size))
+    return build_model(model_cfg, action_dim=ACTION_DIM, horizon=8, view_selection=views,
+                       image_size=(image_size, image_size))
 
 
 def _batch(model: Any, recordings: list[Path], views: list[str], image_size: int, batch_size: int) -> dict[str, Any]:
-    from vla_sensor.data.collate import collate_samples
+    """One batch of the recordings through the product's dataset and loader, pre-processed for ``model``."""
     from vla_sensor.data.dataset import InsertionDataset
+    from vla_sensor.data.loader import build_loader
 
-    ds = InsertionDataset(
-        [str(p) for p in recordings],
-        horizon=8,
-        view_selection=views,
-        cache_strategy="stream",
-        image_size=(image_size, image_size),
-        sample_transform=model.build_sample_transform(views, (image_size, image_size)),
-        progress=False,
-    )
+    ds = InsertionDataset([str(p) for p in recordings], horizon=8, view_selection=views, cache_strategy="stream",
+                          image_size=(image_size, image_size), progress=False, num_workers=0)
+    ds.input_transform = model.build_sample_transform(views, (image_size, image_size))
     step = max(len(ds) // batch_size, 1)
-    return collate_samples([ds[(i * step) % len(ds)] for i in range(batch_size)])
+    loader = build_loader(ds, ds.config, shuffle=False, batches=[[(i * step) % len(ds) for i in range(batch_size)]])
+    return next(iter(loader))
 
 
 def _step_row(model: Any, batch: dict[str, Any], stage: int, stage_kw: dict[str, Any], cfg: ModelBenchConfig,
@@ -180,22 +155,16 @@ def _run_config(name: str, label: str, device: torch.device, dtype: str | None, 
 
 
 def run(cfg: ModelBenchConfig, recordings: list[Path], views: list[str], image_size: int) -> dict[str, Any]:
-    reason = _fusion_model_available()
     rows: list[dict[str, Any]] = []
     tiny = "tiny (random weights, fp32)"
     gpu = f"{cfg.gpu_config} (random weights, bf16)"
-    if reason is not None:
-        rows.append({"config": tiny, "device": "cpu", "status": f"not measured yet: {reason}"})
-    else:
-        try:
-            rows += _run_config("tiny", tiny, torch.device("cpu"), None, cfg.batch_size, cfg, recordings, views, image_size)
-        except Exception as exc:  # report, never hide: the row says what failed
-            log.exception("tiny model step failed")
-            rows.append({"config": tiny, "device": "cpu", "status": f"failed: {type(exc).__name__}: {exc}"})
+    try:
+        rows += _run_config("tiny", tiny, torch.device("cpu"), None, cfg.batch_size, cfg, recordings, views, image_size)
+    except Exception as exc:  # report, never hide: the row says what failed
+        log.exception("tiny model step failed")
+        rows.append({"config": tiny, "device": "cpu", "status": f"failed: {type(exc).__name__}: {exc}"})
     if not torch.cuda.is_available():
         rows += [{"config": f"{gpu}, stage {s}", "device": "cuda", "status": "skipped: no CUDA device on this machine"} for s in (1, 2)]
-    elif reason is not None:
-        rows += [{"config": f"{gpu}, stage {s}", "device": "cuda", "status": f"not measured yet: {reason}"} for s in (1, 2)]
     else:
         try:
             rows += _run_config(cfg.gpu_config, gpu, torch.device("cuda"), "bfloat16", cfg.gpu_batch_size, cfg,
@@ -203,4 +172,4 @@ def run(cfg: ModelBenchConfig, recordings: list[Path], views: list[str], image_s
         except Exception as exc:
             log.exception("GPU model step failed")
             rows.append({"config": gpu, "device": "cuda", "status": f"failed: {type(exc).__name__}: {exc}"})
-    return {"rows": rows, **({"skipped": reason} if reason else {})}
+    return {"rows": rows}

@@ -89,23 +89,9 @@ def page_sharing(pid: int, ranges: list[tuple[int, int]]) -> dict[str, int]:
 
 
 def cache_location(ds: Any) -> dict[str, Any] | None:
-    """Where a dataset's sensor cache lives: arrays (in memory) or files (mmap); None if unknown.
-
-    Reads the cache objects of ``vla_sensor.data.cache`` without changing them.
-    """
+    """Where a dataset's sensor cache lives: arrays (in memory) or files (mmap); None if nothing is cached."""
     cache = getattr(ds, "cache", None)
-    if cache is None:
-        return None
-    streams = getattr(cache, "_streams", None)
-    if isinstance(streams, dict):
-        return {"arrays": [s.data for s in streams.values()]}
-    windows = getattr(cache, "_windows", None)
-    if isinstance(windows, list):
-        return {"arrays": [w for w in windows if w is not None]}
-    files = getattr(cache, "_files", None)
-    if isinstance(files, dict):
-        return {"files": list(files.values())}
-    return None
+    return None if cache is None else cache.storage()
 
 
 def worker_cache_pages(pid: int, location: dict[str, Any]) -> dict[str, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,6 @@ import numpy as np
 from vla_sensor.data.errors import DataFormatError, suggest
 from vla_sensor.data.format import discover_trajectories
 from vla_sensor.data.normalization import ActionStats, compute_action_stats
-
-
-def _cfg(data_cfg: Any) -> Any:
-    """Accept a DataConfig dataclass, a DictConfig or a plain dict."""
-    from omegaconf import OmegaConf
-
-    from vla_sensor.data.config import DataConfig
-
-    if isinstance(data_cfg, DataConfig):
-        return OmegaConf.structured(data_cfg)
-    if isinstance(data_cfg, dict):
-        return OmegaConf.merge(OmegaConf.structured(DataConfig), data_cfg)
-    return data_cfg
 
 
 def ensure_demo_data(root: str | os.PathLike[str], synthetic: Any) -> Path:
@@ -109,13 +96,12 @@ def make_reader(reader_cfg: Any) -> Any:
     return instantiate(reader_cfg, _convert_="all")
 
 
-def build_datasets(
-    data_cfg: Any, sample_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-) -> tuple[Any, Any | None, ActionStats]:
+def build_datasets(data_cfg: Any) -> tuple[Any, Any | None, ActionStats]:
     """``(train_ds, val_ds or None, action_stats)`` from ``data.root`` or ``data.trajectory_dirs``."""
+    from vla_sensor.data.config import data_config
     from vla_sensor.data.dataset import InsertionDataset
 
-    cfg = _cfg(data_cfg)
+    cfg = data_config(data_cfg)
     reader = make_reader(cfg.reader)
     root = None
     if cfg.trajectory_dirs:
@@ -128,48 +114,7 @@ def build_datasets(
     train_dirs, val_dirs = split_trajectories(dirs, cfg.val_fraction, list(cfg.val_dirs), cfg.seed, root)
     if not train_dirs:
         raise DataFormatError("data: no training trajectories left after the validation split")
-    strategy = cfg.cache_strategy
-    kwargs: dict[str, Any] = {
-        "horizon": cfg.horizon,
-        "instruction": cfg.instruction,
-        "sensor_window_size": cfg.sensor_window_size,
-        "view_selection": list(cfg.view_selection) if cfg.view_selection else None,
-        "cache_sensor_windows": cfg.cache,
-        "sensor_window_seconds": cfg.sensor_window_seconds,
-        "adaptive_window": cfg.adaptive_window,
-        "cache_strategy": getattr(strategy.name, "value", strategy.name) if cfg.cache else "none",
-        "cache_dtype": getattr(strategy.dtype, "value", strategy.dtype),
-        "cache_dir": strategy.cache_dir,
-        "image_size": list(cfg.image_size) if cfg.image_size else None,
-        "reader": reader,
-        "sample_transform": sample_transform,
-        "progress": cfg.progress,
-        "cache_images": bool(cfg.cache and cfg.cache_images),
-        "decode_on_device": bool(cfg.cache and strategy.decode_on_device),
-    }
-    train_ds = InsertionDataset(train_dirs, **kwargs)
-    val_ds = InsertionDataset(val_dirs, **kwargs) if val_dirs else None
+    train_ds = InsertionDataset(train_dirs, cfg, reader=reader)
+    val_ds = InsertionDataset(val_dirs, cfg, reader=reader) if val_dirs else None
     stats = compute_action_stats([t.actions for t in train_ds.trajectories])
     return train_ds, val_ds, stats
-
-
-def build_dataloader(
-    dataset: Any, data_cfg: Any, *, train: bool = True, num_replicas: int = 1, rank: int = 0, **kwargs: Any
-) -> Any:
-    """A DataLoader for ``dataset`` with the config's batch size, workers and length buckets."""
-    from vla_sensor.data.loader import make_dataloader
-
-    cfg = _cfg(data_cfg)
-    return make_dataloader(
-        dataset,
-        cfg.batch_size,
-        cfg.num_workers,
-        shuffle=train,
-        bucket_by_length=cfg.bucket_by_length,
-        max_rows=cfg.max_rows,
-        seed=cfg.seed,
-        gather_sensor_in_main=bool(cfg.get("gather_sensor_in_main", True)),
-        num_replicas=num_replicas,
-        rank=rank,
-        **kwargs,
-    )

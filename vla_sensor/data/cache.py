@@ -63,6 +63,9 @@ class SensorCache:
     """Base: per-sample window bounds over each trajectory's stream, plus strategy-specific rows."""
 
     strategy = CacheStrategy.none
+    # Whether any process can copy a window straight from the cache (stream: inherited at fork;
+    # mmap: the shared page cache), so DataLoader workers may send window references instead.
+    shared_across_processes = False
 
     def __init__(
         self,
@@ -110,6 +113,11 @@ class SensorCache:
     def nbytes(self) -> int:
         """Bytes held by the cache (0 for ``none``)."""
         return 0
+
+    def storage(self) -> dict[str, list[Any]] | None:
+        """Where the cached bytes live: ``{"arrays": [...]}`` in memory, ``{"files": [...]}`` on disk, or
+        None (nothing cached); for memory accounting, e.g. whether workers share the pages."""
+        return None
 
     def _rows(self, k: int, start: int, end: int, out: np.ndarray | None) -> np.ndarray:
         """Rows ``start:end`` of trajectory ``k``'s stream as float32 (into ``out`` when given)."""
@@ -169,6 +177,47 @@ class SensorCache:
             return out, length, scale, offset
         return data[start:end], length, scale, offset
 
+    # ------------------------------------------------- window references (main-process gather)
+    def window_ref(self, i: int) -> np.ndarray:
+        """Sample ``i``'s window as (trajectory, start row, end row, window rows) int64: 32 bytes that
+        stand for the window in a DataLoader worker's batch; :meth:`gather` turns refs into windows."""
+        k = int(self.sample_traj[i])
+        start, end = int(self.starts[i]), int(self.ends[i])
+        fixed = self.spec.fixed_length
+        if not self.has_sensor[k]:
+            return np.array([k, 0, 0, fixed or 1], np.int64)
+        return np.array([k, start, end, max(fixed or 0, end - start)], np.int64)
+
+    def gather(
+        self, refs: np.ndarray, stored: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The (B, T_max, C) windows of ``refs`` (B, 4), left-padded, in one new buffer.
+
+        Each window is copied once into its last rows (float32: decoded on the way) and only padding
+        rows are zeroed. ``stored`` keeps float16/int8 as stored and returns the int8 scale/offset
+        (B, C) for :func:`~vla_sensor.data.sensor_decode.decode_sensor_batch`; else (data, None, None).
+        """
+        stored = stored and self.dtype is not StorageDtype.float32
+        b_size, t_max = refs.shape[0], int(refs[:, 3].max())
+        data = np.empty((b_size, t_max, self.channels), STORAGE_NP[self.dtype] if stored else np.float32)
+        int8 = stored and self.dtype is StorageDtype.int8
+        scales = np.ones((b_size, self.channels), np.float32) if int8 else None
+        offsets = np.zeros((b_size, self.channels), np.float32) if int8 else None
+        for b, (k, start, end, _) in enumerate(refs.tolist()):
+            n = end - start
+            if n < t_max:
+                data[b, : t_max - n] = 0
+            if not self.has_sensor[k] or not n:
+                continue
+            if stored:
+                enc, scale, offset = self._encoded(k)  # type: ignore[misc]
+                data[b, t_max - n :] = enc[start:end]
+                if int8:
+                    scales[b], offsets[b] = scale, offset  # type: ignore[index]
+            else:
+                self._rows(k, start, end, data[b, t_max - n :])
+        return data, scales, offsets
+
     def _bar(self, items: Sequence[Any], desc: str) -> Any:
         return tqdm(items, desc=desc, disable=not self.progress, leave=False)
 
@@ -214,6 +263,9 @@ class WindowsCache(SensorCache):
     def nbytes(self) -> int:
         return int(sum(w.nbytes for w in self._windows if w is not None))
 
+    def storage(self) -> dict[str, list[Any]] | None:
+        return {"arrays": [w for w in self._windows if w is not None]}
+
     def window(self, i: int) -> tuple[np.ndarray, int]:
         w = self._windows[i]
         if w is None:
@@ -233,6 +285,7 @@ class StreamCache(SensorCache):
     """One contiguous (encoded) array per trajectory; samples are slices of it."""
 
     strategy = CacheStrategy.stream
+    shared_across_processes = True
 
     def __init__(self, trajectories: Sequence[Trajectory], spec: WindowSpec, **kw: Any) -> None:
         super().__init__(trajectories, spec, **kw)
@@ -245,6 +298,9 @@ class StreamCache(SensorCache):
     @property
     def nbytes(self) -> int:
         return int(sum(s.nbytes for s in self._streams.values()))
+
+    def storage(self) -> dict[str, list[Any]] | None:
+        return {"arrays": [s.data for s in self._streams.values()]}
 
     def _encoded(self, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
         s = self._streams[k]
@@ -259,6 +315,7 @@ class MmapCache(SensorCache):
     """On-disk ``.npy`` per trajectory, built once (flock + temp + fsync + rename), mmapped lazily."""
 
     strategy = CacheStrategy.mmap
+    shared_across_processes = True
 
     def __init__(
         self,
@@ -337,6 +394,9 @@ class MmapCache(SensorCache):
     @property
     def nbytes(self) -> int:
         return self._file_bytes
+
+    def storage(self) -> dict[str, list[Any]] | None:
+        return {"files": list(self._files.values())}
 
     def _array(self, k: int) -> np.ndarray:
         if self._pid != os.getpid():  # forked worker: map again in this process

@@ -19,7 +19,7 @@ _NUMPY = {
 }
 
 # sample key -> batch key where they differ. ``sensor_window_ref`` (4,) int64 replaces ``sensor_data``
-# in samples from workers when the main process gathers the windows (vla_sensor.data.sensor_gather):
+# in samples from workers when the main process gathers the windows (vla_sensor.data.loader):
 # stacked to ``sensor_window_refs`` (B, 4), which the loader wrapper turns back into ``sensor_data``.
 _RENAMES = {
     "sensor_length": "sensor_lengths",

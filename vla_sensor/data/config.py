@@ -1,17 +1,29 @@
-"""Typed Hydra schema of the ``data`` group (``conf/data/``).
+"""Typed Hydra schema of the ``data`` group (``conf/data/``): the one place a data default is written.
 
 Enums make a wrong strategy or dtype fail at composition with the allowed values listed. Member
 names equal their values, so ``data.cache_strategy.name=stream`` works from the command line.
-Kept free of torch so composing a config stays cheap.
+Kept free of torch so composing a config stays cheap. :func:`data_config` builds the same schema
+from keyword arguments, for the Python API (``InsertionDataset(dirs, sensor_window_size=325)``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+import os
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, Optional
 
-from vla_sensor.data.cache import CacheStrategy
+from omegaconf import DictConfig, OmegaConf
+
 from vla_sensor.data.storage import StorageDtype
+
+
+class CachedStrategy(str, Enum):
+    """How ``data.cache=true`` caches sensor windows (``data.cache=false``: re-read per sample)."""
+
+    windows = "windows"  # every window pre-extracted into its own array (memory: samples x window)
+    stream = "stream"  # each stream once in memory; samples slice it
+    mmap = "mmap"  # each stream once on disk, memory-mapped and shared by every process of a node
 
 
 @dataclass
@@ -35,7 +47,7 @@ class ReaderConfig:
 class CacheStrategyConfig:
     """How sensor windows are cached when ``data.cache=true`` (group ``data/cache_strategy``)."""
 
-    name: CacheStrategy = CacheStrategy.mmap
+    name: CachedStrategy = CachedStrategy.mmap
     dtype: StorageDtype = StorageDtype.float32
     cache_dir: Optional[str] = None  # noqa: UP045  (null: $VLA_SENSOR_CACHE_DIR or ~/.cache/vla_sensor)
     verify_full: bool = False  # mmap: re-hash the whole cache file at every start
@@ -72,15 +84,54 @@ class DataConfig:
     sensor_window_size: int = 650
     sensor_window_seconds: Optional[float] = None  # noqa: UP045
     adaptive_window: bool = False
-    view_selection: list[str] = field(default_factory=lambda: ["left", "oak"])
+    view_selection: Optional[list[str]] = None  # noqa: UP045  (None: every view of the first trajectory)
     image_size: list[int] = field(default_factory=lambda: [56, 56])
-    cache: bool = True
+    cache: bool = True  # the one switch: false re-reads every sensor file per sample (no cache)
     cache_images: bool = True  # with cache=true: images decoded + resized once into an on-disk cache
     cache_strategy: CacheStrategyConfig = field(default_factory=CacheStrategyConfig)
     batch_size: int = 8
     num_workers: int = 2
     bucket_by_length: bool = False
-    gather_sensor_in_main: bool = True  # workers send window refs; sensor_data is filled in the main process
+    # with workers and a stream/mmap cache: workers send window references, the main process copies
+    gather_sensor_in_main: bool = True
     max_rows: Optional[int] = None  # noqa: UP045
     seed: int = 0
     progress: bool = True
+
+
+# Python keyword arguments that name a field of data.cache_strategy, and the seed-compatible alias
+_CACHE_KWARGS = {"cache_dtype": "dtype", "cache_dir": "cache_dir", "verify_full": "verify_full",
+                 "decode_on_device": "decode_on_device"}
+_ALIASES = {"cache_sensor_windows": "cache"}
+
+
+def data_config(config: Any = None, **kwargs: Any) -> DictConfig:
+    """The ``data`` schema filled from ``config`` (a DataConfig, DictConfig or dict) and keyword arguments.
+
+    Keyword arguments are ``DataConfig`` field names, plus ``cache_strategy="stream"`` (the strategy
+    name), ``cache_dtype``/``cache_dir``/``verify_full``/``decode_on_device`` (fields of
+    ``cache_strategy``) and ``cache_sensor_windows`` (= ``cache``). An unknown name is a TypeError.
+    """
+    base = OmegaConf.structured(DataConfig)
+    if config is not None:
+        base = OmegaConf.merge(base, config if not isinstance(config, DataConfig) else OmegaConf.structured(config))
+    names = {f.name for f in fields(DataConfig)}
+    strategy: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        key = _ALIASES.get(key, key)
+        value = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if key in _CACHE_KWARGS:
+            strategy[_CACHE_KWARGS[key]] = value
+        elif key == "cache_strategy" and isinstance(value, str | Enum):
+            strategy["name"] = getattr(value, "value", value)
+        elif key in names:
+            flat[key] = list(value) if isinstance(value, tuple) else value
+        else:
+            allowed = sorted(names | set(_CACHE_KWARGS) | set(_ALIASES))
+            raise TypeError(f"unknown dataset argument {key!r}; expected one of {allowed}")
+    if strategy:
+        flat["cache_strategy"] = strategy
+    merged = OmegaConf.merge(base, flat)
+    assert isinstance(merged, DictConfig)
+    return merged

@@ -1,7 +1,7 @@
-"""``InsertionDataset``: one sample per action step of one or more trajectory directories.
+"""``InsertionDataset``: one sample per action step of one or more trajectories.
 
-Also exported as the seed's ``insertionMeca500DatasetWithSensor`` with its keyword arguments and
-defaults. Sample keys follow docs/ARCHITECTURE.md exactly.
+Sample keys follow docs/ARCHITECTURE.md exactly. Settings come from the ``data`` config schema
+(:class:`~vla_sensor.data.config.DataConfig`), or from keyword arguments naming its fields.
 """
 
 from __future__ import annotations
@@ -12,37 +12,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
 
-from vla_sensor.data.cache import (
-    DEFAULT_STRATEGY,
-    CacheStrategy,
-    SensorCache,
-    default_cache_dir,
-    make_sensor_cache,
-)
+from vla_sensor.data.cache import CacheStrategy, SensorCache, default_cache_dir, make_sensor_cache
+from vla_sensor.data.config import data_config
 from vla_sensor.data.errors import DataFormatError
-from vla_sensor.data.format import Trajectory, TrajectoryReader, TrajectoryReaderProtocol
+from vla_sensor.data.format import DEFAULT_INSTRUCTION, Trajectory, TrajectoryReader, TrajectoryReaderProtocol
 from vla_sensor.data.image_cache import ImageCache
 from vla_sensor.data.images import decode_views
-from vla_sensor.data.loader import make_dataloader
 from vla_sensor.data.storage import StorageDtype
 from vla_sensor.data.windows import WindowSpec
 
-DEFAULT_INSTRUCTION = "Insert the needle into the target."
 PathLike = str | os.PathLike[str]
-
-
-def resolve_strategy(cache_sensor_windows: bool, cache_strategy: CacheStrategy | str | None) -> CacheStrategy:
-    """The seed's flag maps to the memory-lean default; an explicit strategy wins."""
-    if cache_strategy is not None:
-        try:
-            return CacheStrategy(getattr(cache_strategy, "value", cache_strategy))
-        except ValueError as exc:
-            raise DataFormatError(
-                f"cache_strategy: {cache_strategy!r} is not one of {[s.value for s in CacheStrategy]}"
-            ) from exc
-    return DEFAULT_STRATEGY if cache_sensor_windows else CacheStrategy.none
+# Per-sample pre-processing for the model, run in DataLoader workers: it receives the sample's
+# ``images`` and ``instruction`` only (never the sensor window, which the main process may copy in)
+# and returns the fields that replace ``images`` (e.g. Qwen-VL's pixel patches and prompt ids).
+InputTransform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class InsertionDataset(Dataset):
@@ -51,83 +37,80 @@ class InsertionDataset(Dataset):
     def __init__(
         self,
         trajectory_dir: PathLike | Sequence[PathLike],
-        horizon: int = 8,
-        instruction: str | None = None,
-        sensor_window_size: int = 650,
-        view_selection: Sequence[str] | None = None,
-        cache_sensor_windows: bool = True,
+        config: Any = None,
         *,
-        sensor_window_seconds: float | None = None,
-        adaptive_window: bool = False,
-        cache_strategy: CacheStrategy | str | None = None,
-        cache_dtype: StorageDtype | str = StorageDtype.float32,
-        cache_dir: PathLike | None = None,
-        image_size: Sequence[int] | None = None,
         reader: TrajectoryReaderProtocol | None = None,
-        sample_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        progress: bool = True,
-        cache_images: bool | None = None,
-        decode_on_device: bool = False,
+        input_transform: InputTransform | None = None,
+        **settings: Any,
     ) -> None:
-        dirs = [trajectory_dir] if isinstance(trajectory_dir, str | os.PathLike) else list(trajectory_dir)
-        if not dirs:
-            raise DataFormatError("trajectory_dir: expected a trajectory directory or a non-empty list of them")
-        if horizon < 1:
-            raise DataFormatError(f"horizon: expected a positive integer, got {horizon}")
-        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
-            raise DataFormatError(f"image_size: expected (H, W) positive integers, got {list(image_size)}")
-        self.horizon = int(horizon)
-        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
-        self.sample_transform = sample_transform
+        """``config``: the ``data`` config (DataConfig / DictConfig / dict); ``settings``: its fields by name."""
+        cfg = data_config(config, **settings)
+        self.config: DictConfig = cfg
+        if cfg.horizon < 1:
+            raise DataFormatError(f"data.horizon: expected a positive integer, got {cfg.horizon}")
+        if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
+            raise DataFormatError(f"data.image_size: expected (H, W) positive integers, got {list(cfg.image_size)}")
+        self.horizon = int(cfg.horizon)
+        self.image_size = None if cfg.image_size is None else (int(cfg.image_size[0]), int(cfg.image_size[1]))
+        self.input_transform = input_transform
         self.reader = reader if reader is not None else TrajectoryReader()
-        self.spec = WindowSpec(int(sensor_window_size), sensor_window_seconds, bool(adaptive_window))
-
-        views = None if view_selection is None else list(view_selection)
-        self.trajectories: list[Trajectory] = []
-        for d in dirs:
-            traj = self.reader.read(d, views=views)
-            if views is None:  # all views of the first trajectory; the others must have them too
-                views = traj.images.views
-            self.trajectories.append(traj)
-        self.view_selection: list[str] = views or []
-        dims = {t.actions.shape[1] for t in self.trajectories}
-        if len(dims) > 1:
-            raise DataFormatError(f"action dimension differs between trajectories: {sorted(dims)}")
-        self.action_dim = dims.pop()
-        self.instructions = [instruction or t.instruction or DEFAULT_INSTRUCTION for t in self.trajectories]
-
-        self.strategy = resolve_strategy(cache_sensor_windows, cache_strategy)
-        settings = getattr(self.reader, "settings", None)
-        self.cache: SensorCache = make_sensor_cache(
-            self.strategy,
-            self.trajectories,
-            self.spec,
-            dtype=cache_dtype,
-            channels=getattr(self.reader, "expected_channels", None),
-            cache_dir=cache_dir,
-            reader_settings=settings() if callable(settings) else {"reader": type(self.reader).__qualname__},
-            progress=progress,
-        )
-        # decoded images on disk, like the sensor cache; None (default) follows the sensor cache
-        if cache_images is None:
-            cache_images = self.strategy is not CacheStrategy.none
-        self.image_cache: ImageCache | None = None
-        if cache_images and self.view_selection:
-            self.image_cache = ImageCache(
-                self.trajectories,
-                self.view_selection,
-                self.image_size,
-                cache_dir if cache_dir is not None else default_cache_dir(),
-                progress=progress,
-            )
+        self.spec = WindowSpec(int(cfg.sensor_window_size), cfg.sensor_window_seconds, bool(cfg.adaptive_window))
+        self.trajectories, self.view_selection = self._read(trajectory_dir, cfg.view_selection)
+        self.action_dim = self._action_dim()
+        self.instructions = [cfg.instruction or t.instruction or DEFAULT_INSTRUCTION for t in self.trajectories]
+        self.strategy = CacheStrategy(cfg.cache_strategy.name.value) if cfg.cache else CacheStrategy.none
+        self.cache: SensorCache = self._sensor_cache(cfg)
+        self.image_cache = self._image_cache(cfg)
         # float16/int8 windows leave the workers in their storage dtype; the model decodes them
-        self.decode_on_device = bool(decode_on_device) and self.cache.dtype is not StorageDtype.float32
+        self.decode_on_device = bool(cfg.cache_strategy.decode_on_device) and self.cache.dtype is not StorageDtype.float32
         self.sample_traj = self.cache.sample_traj
         offsets = np.cumsum([0] + [t.num_steps for t in self.trajectories])
         self.sample_step = np.arange(len(self.sample_traj)) - offsets[self.sample_traj]
-        # set by the loader builder on the workers' copy (vla_sensor.data.sensor_gather), not by users:
-        # in a DataLoader worker, samples carry a window reference instead of sensor_data
-        self.defer_sensor_to_main = False
+
+    # ------------------------------------------------------------ build steps
+    def _read(self, trajectory_dir: PathLike | Sequence[PathLike], views: Sequence[str] | None
+              ) -> tuple[list[Trajectory], list[str]]:
+        """Read and validate every trajectory; ``views`` None: all views of the first one."""
+        dirs = [trajectory_dir] if isinstance(trajectory_dir, str | os.PathLike) else list(trajectory_dir)
+        if not dirs:
+            raise DataFormatError("trajectory_dir: expected a trajectory directory or a non-empty list of them")
+        wanted = None if views is None else list(views)
+        trajectories = []
+        for d in dirs:
+            traj = self.reader.read(d, views=wanted)
+            if wanted is None:  # the others must have the first one's views too
+                wanted = traj.images.views
+            trajectories.append(traj)
+        return trajectories, wanted or []
+
+    def _action_dim(self) -> int:
+        dims = {t.actions.shape[1] for t in self.trajectories}
+        if len(dims) > 1:
+            raise DataFormatError(f"action dimension differs between trajectories: {sorted(dims)}")
+        return dims.pop()
+
+    def _sensor_cache(self, cfg: DictConfig) -> SensorCache:
+        settings = getattr(self.reader, "settings", None)
+        strategy = cfg.cache_strategy
+        return make_sensor_cache(
+            self.strategy,
+            self.trajectories,
+            self.spec,
+            dtype=strategy.dtype.value,
+            channels=getattr(self.reader, "expected_channels", None),
+            cache_dir=strategy.cache_dir,
+            verify_full=bool(strategy.verify_full),
+            reader_settings=settings() if callable(settings) else {"reader": type(self.reader).__qualname__},
+            progress=bool(cfg.progress),
+        )
+
+    def _image_cache(self, cfg: DictConfig) -> ImageCache | None:
+        """Decoded images on disk next to the sensor cache (with ``cache`` and ``cache_images``)."""
+        if not (cfg.cache and cfg.cache_images and self.view_selection):
+            return None
+        cache_dir = cfg.cache_strategy.cache_dir
+        return ImageCache(self.trajectories, self.view_selection, self.image_size,
+                          cache_dir if cache_dir is not None else default_cache_dir(), progress=bool(cfg.progress))
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -156,12 +139,6 @@ class InsertionDataset(Dataset):
         """Sample ``idx``'s float32 (T, C) window (valid rows last) and valid length — the fast path."""
         return self.cache.window(idx)
 
-    def gather_sensor(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Fill a collated batch's ``sensor_data`` from its ``sensor_window_refs`` (main-process gather)."""
-        from vla_sensor.data.sensor_gather import gather_sensor
-
-        return gather_sensor(self, batch)
-
     @property
     def image_cache_nbytes(self) -> int:
         """Bytes of the decoded-image cache (0 without it)."""
@@ -175,33 +152,46 @@ class InsertionDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(arrays))
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.sample(idx)
+
+    def sample(self, idx: int, window_ref: bool = False) -> dict[str, Any]:
+        """Sample ``idx``; with ``window_ref`` its sensor window is the cache's reference
+        (``sensor_window_ref`` (4,) int64) instead of ``sensor_data``, for the main-process gather."""
         if not -len(self) <= idx < len(self):
             raise IndexError(f"sample index {idx} out of range for {len(self)} samples")
         idx = int(idx) % len(self)
         k, t = int(self.sample_traj[idx]), int(self.sample_step[idx])
         try:
-            return self._sample(idx, k, t)
+            return self._sample(idx, k, t, window_ref)
         except (DataFormatError, OSError, ValueError) as exc:  # e.g. an image changed after init, in a worker
             raise DataFormatError(f"sample {idx} (trajectory {self.trajectories[k].path}, step {t}): {exc}") from exc
 
-    def _sample(self, idx: int, k: int, t: int) -> dict[str, Any]:
+    def _sensor(self, idx: int, window_ref: bool) -> dict[str, Any]:
+        if window_ref:
+            return {"sensor_window_ref": torch.from_numpy(self.cache.window_ref(idx)),
+                    "sensor_length": int(self.cache.lengths[idx])}
+        if not self.decode_on_device:
+            window, length = self.cache.window(idx)
+            return {"sensor_data": torch.from_numpy(window), "sensor_length": int(length)}
+        window, length, scale, offset = self.cache.window_stored(idx)
+        out: dict[str, Any] = {"sensor_data": torch.from_numpy(window), "sensor_length": int(length)}
+        if scale is not None:  # int8 kept encoded: decode_sensor_batch applies these (C,) per sample
+            out["sensor_scale"] = torch.from_numpy(scale)
+            out["sensor_offset"] = torch.from_numpy(offset)
+        return out
+
+    def _sample(self, idx: int, k: int, t: int, window_ref: bool) -> dict[str, Any]:
         traj = self.trajectories[k]
         m = traj.num_steps
         steps = np.arange(t, t + self.horizon)
-        scale = offset = None
-        if self.defer_sensor_to_main and get_worker_info() is not None:
-            from vla_sensor.data.sensor_gather import REF_KEY, window_ref
-
-            # the main process copies the window from the shared cache (vla_sensor.data.sensor_gather)
-            sensor: dict[str, Any] = {REF_KEY: window_ref(self, idx), "sensor_length": int(self.cache.lengths[idx])}
-        else:
-            if self.decode_on_device:
-                window, length, scale, offset = self.cache.window_stored(idx)
-            else:
-                window, length = self.cache.window(idx)
-            sensor = {"sensor_data": torch.from_numpy(window), "sensor_length": int(length)}
-        sample: dict[str, Any] = {
-            "images": self._images(k, t),
+        sensor = self._sensor(idx, window_ref)
+        scale = {key: sensor.pop(key) for key in ("sensor_scale", "sensor_offset") if key in sensor}
+        inputs: dict[str, Any] = {"images": self._images(k, t), "instruction": self.instructions[k]}
+        if self.input_transform is not None:
+            inputs = {**self.input_transform(inputs), "instruction": self.instructions[k]}
+        images = {key: v for key, v in inputs.items() if key != "instruction"}
+        return {
+            **images,
             "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
             "action_is_pad": torch.from_numpy(steps >= m),
             **sensor,
@@ -209,52 +199,5 @@ class InsertionDataset(Dataset):
             "instruction": self.instructions[k],
             "trajectory_index": k,
             "step_index": t,
+            **scale,
         }
-        if scale is not None:  # int8 kept encoded: decode_sensor_batch applies these (C,) per sample
-            sample["sensor_scale"] = torch.from_numpy(scale)
-            sample["sensor_offset"] = torch.from_numpy(offset)
-        if self.sample_transform is not None:
-            sample = self.sample_transform(sample)
-        return sample
-
-
-insertionMeca500DatasetWithSensor = InsertionDataset  # the seed's name
-
-
-def create_integrated_dataloader(
-    trajectory_dirs: Sequence[PathLike],
-    batch_size: int = 16,
-    num_workers: int = 4,
-    shuffle: bool = True,
-    horizon: int = 8,
-    instruction: str | None = None,
-    sensor_window_size: int = 650,
-    view_selection: Sequence[str] | None = None,
-    cache_sensor_windows: bool = True,
-    *,
-    bucket_by_length: bool = False,
-    seed: int = 0,
-    drop_last: bool = False,
-    loader_kwargs: dict[str, Any] | None = None,
-    **dataset_kwargs: Any,
-) -> DataLoader:
-    """The seed's helper: one dataset over all ``trajectory_dirs`` (with or without sensor files)."""
-    dataset = InsertionDataset(
-        list(trajectory_dirs),
-        horizon=horizon,
-        instruction=instruction,
-        sensor_window_size=sensor_window_size,
-        view_selection=view_selection,
-        cache_sensor_windows=cache_sensor_windows,
-        **dataset_kwargs,
-    )
-    return make_dataloader(
-        dataset,
-        batch_size,
-        num_workers,
-        shuffle,
-        bucket_by_length=bucket_by_length,
-        seed=seed,
-        drop_last=drop_last,
-        **(loader_kwargs or {}),
-    )

@@ -33,6 +33,8 @@ from vla_sensor.data.images import ImageFiles, ImageSource
 from vla_sensor.data.windows import SENSOR_CHANNELS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# The prompt of a trajectory whose meta.json names no instruction (and of data.instruction=null)
+DEFAULT_INSTRUCTION = "Insert the needle into the target."
 
 
 @dataclass

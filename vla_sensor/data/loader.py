@@ -1,80 +1,161 @@
-"""DataLoader construction: the contract's collate function, optional length buckets, workers."""
+"""The one DataLoader builder: training, validation, evaluation, the benchmark and the Python helper.
+
+:func:`build_loader` turns a dataset and the ``data`` config into a :class:`BatchLoader`. Every
+loader shards itself: its batch sampler gives process ``rank`` of ``num_replicas`` its own disjoint
+share (the whole split across processes, each sample once, when ``drop_last`` is off), so it is
+never passed through ``accelerator.prepare``.
+
+With DataLoader workers and a cache every process can read (``stream``/``mmap``), the workers send
+each sample's window reference instead of the (T, C) window, and the main process copies the
+batch's windows straight from the cache into one buffer (:meth:`SensorCache.gather`). Shipping a
+43.6 MB float32 batch through a new shared-memory segment costs about ten times that copy. The
+batches are the same either way, bit for bit.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vla_sensor.data.collate import collate_samples
-from vla_sensor.data.sampler import LengthBucketBatchSampler
-from vla_sensor.data.sensor_gather import MainProcessSensorLoader, can_gather_in_main, deferring_copy
+from vla_sensor.data.sampler import EpochBatchSampler, LengthBucketBatchSampler, ShardedBatchSampler
+
+REFS_KEY = "sensor_window_refs"
 
 
-def make_dataloader(
+def make_batch_sampler(
+    dataset: Dataset, data: Any, *, shuffle: bool, drop_last: bool, num_replicas: int = 1, rank: int = 0
+) -> EpochBatchSampler:
+    """Sharded fixed-size batches, or length buckets (``data.bucket_by_length``) for variable windows."""
+    if data.bucket_by_length:
+        return LengthBucketBatchSampler(
+            dataset.sensor_lengths(),  # type: ignore[attr-defined]
+            int(data.batch_size), shuffle=shuffle, seed=int(data.seed), drop_last=drop_last,
+            num_replicas=num_replicas, rank=rank, max_rows=data.max_rows,
+        )
+    return ShardedBatchSampler(len(dataset), int(data.batch_size), num_replicas, rank, seed=int(data.seed),  # type: ignore[arg-type]
+                               shuffle=shuffle, drop_last=drop_last)
+
+
+def build_loader(
     dataset: Dataset,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    shuffle: bool = True,
+    data: Any,
     *,
-    bucket_by_length: bool = False,
-    max_rows: int | None = None,
-    seed: int = 0,
+    shuffle: bool,
     drop_last: bool = False,
     num_replicas: int = 1,
     rank: int = 0,
     pin_memory: bool = False,
-    persistent_workers: bool | None = None,
-    gather_sensor_in_main: bool = True,
-    **loader_kwargs: Any,
-) -> DataLoader | MainProcessSensorLoader:
-    """A DataLoader over ``dataset`` batching with :func:`collate_samples`.
+    batches: Iterable[list[int]] | None = None,
+    collate_fn: Callable[[list[Any]], Any] = collate_samples,
+) -> BatchLoader:
+    """Batches of ``dataset`` as configured by ``data`` (batch size, workers, buckets, seed, gather).
 
-    ``bucket_by_length`` groups samples of similar sensor length (adaptive / seconds windows) with
-    :class:`LengthBucketBatchSampler` (``max_rows`` caps ``batch rows × T_max`` for dynamic batches).
-    Workers map the mmap cache lazily in their own process (no copy of the cache per worker).
-
-    ``gather_sensor_in_main`` (default): with workers and a ``stream``/``mmap`` cache, the workers send
-    only window references and the main process fills ``sensor_data`` from the cache
-    (:class:`~vla_sensor.data.sensor_gather.MainProcessSensorLoader`, same batches, bit-exact).
+    ``batches`` replaces the sampler (the training loop's endless, resumable order).
     """
-    collate_fn = loader_kwargs.pop("collate_fn", collate_samples)
-    gather = gather_sensor_in_main and can_gather_in_main(dataset, num_workers, collate_fn)
-    source = deferring_copy(dataset) if gather else dataset
-    if persistent_workers is None:
-        persistent_workers = num_workers > 0
-    common: dict[str, Any] = {
-        "num_workers": num_workers,
-        "collate_fn": collate_fn,
-        "pin_memory": pin_memory,
-        "persistent_workers": persistent_workers and num_workers > 0,
-        **loader_kwargs,
-    }
-    if bucket_by_length:
-        sampler = LengthBucketBatchSampler(
-            dataset.sensor_lengths(),  # type: ignore[attr-defined]
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=drop_last,
-            num_replicas=num_replicas,
-            rank=rank,
-            max_rows=max_rows,
+    if batches is None:
+        batches = make_batch_sampler(dataset, data, shuffle=shuffle, drop_last=drop_last,
+                                     num_replicas=num_replicas, rank=rank)
+    return BatchLoader(dataset, batches, num_workers=int(data.num_workers), seed=int(data.seed),
+                       pin_memory=pin_memory, gather_in_main=bool(data.gather_sensor_in_main), collate_fn=collate_fn)
+
+
+def gathers_in_main(dataset: Dataset, num_workers: int, collate_fn: Any = collate_samples) -> bool:
+    """Whether batches of ``dataset`` can carry window references (workers, a shared cache, our collate)."""
+    cache = getattr(dataset, "cache", None)
+    return num_workers > 0 and bool(getattr(cache, "shared_across_processes", False)) and collate_fn is collate_samples
+
+
+class _WindowRefSamples(Dataset):
+    """What the workers load when the main process gathers: samples with window references."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.dataset.sample(idx, window_ref=True)
+
+
+class BatchLoader:
+    """A DataLoader over ``batches`` (index lists), filling sensor windows in this process when it pays."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batches: Iterable[list[int]],
+        *,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+        gather_in_main: bool = True,
+        collate_fn: Callable[[list[Any]], Any] = collate_samples,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_sampler = batches
+        self.num_workers = num_workers
+        self.gathers = gather_in_main and gathers_in_main(dataset, num_workers, collate_fn)
+        self.loader = DataLoader(
+            _WindowRefSamples(dataset) if self.gathers else dataset,
+            batch_sampler=batches,  # type: ignore[arg-type]
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+            prefetch_factor=4 if num_workers > 0 else None,
+            # Worker seeds come from this generator, not from the global RNG, so iterating the loader never
+            # perturbs the model's random stream (a resumed run stays on the straight run's trajectory).
+            generator=torch.Generator().manual_seed(seed),
         )
-        loader = DataLoader(source, batch_sampler=sampler, **common)
-    else:
-        loader = DataLoader(source, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common)
-    return MainProcessSensorLoader(loader, dataset) if gather else loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> BatchIterator:
+        self._last = BatchIterator(iter(self.loader), self._fill if self.gathers else None)
+        return self._last
+
+    def close(self) -> None:
+        """Stop the (persistent) workers now rather than at garbage collection."""
+        last = getattr(self, "_last", None)
+        if last is not None:
+            last.close()
+
+    def _fill(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """``batch`` with its window references replaced by the windows, copied from the cache."""
+        cache = self.dataset.cache  # type: ignore[attr-defined]
+        data, scale, offset = cache.gather(batch[REFS_KEY].numpy(), stored=self.dataset.decode_on_device)  # type: ignore[attr-defined]
+        out = {("sensor_data" if k == REFS_KEY else k): (torch.from_numpy(data) if k == REFS_KEY else v)
+               for k, v in batch.items()}
+        if scale is not None:
+            out["sensor_scale"], out["sensor_offset"] = torch.from_numpy(scale), torch.from_numpy(offset)
+        return out
 
 
-def wrap_for_main_process_gather(
-    dataset: Dataset, num_workers: int, collate_fn: Any, gather_sensor_in_main: bool, build: Any
-) -> Any:
-    """``build(dataset)`` (a DataLoader) wrapped for the main-process sensor gather when it applies.
+class BatchIterator:
+    """One pass over a :class:`BatchLoader`; :meth:`close` stops its workers now (not at garbage collection)."""
 
-    For callers that construct their own DataLoader (the training loop, the benchmark): ``build`` gets
-    the workers' deferring copy of ``dataset`` when the gather applies, else ``dataset`` itself.
-    """
-    if not (gather_sensor_in_main and can_gather_in_main(dataset, num_workers, collate_fn)):
-        return build(dataset)
-    return MainProcessSensorLoader(build(deferring_copy(dataset)), dataset)
+    def __init__(self, iterator: Iterator[Any], fill: Callable[[Any], Any] | None) -> None:
+        self._it = iterator
+        self._fill = fill
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self._it)
+        return self._fill(batch) if self._fill is not None else batch
+
+    def close(self) -> None:
+        shutdown = getattr(self._it, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the DataLoader workers of this pass (empty in-process)."""
+        return [w.pid for w in getattr(self._it, "_workers", [])]

@@ -38,7 +38,7 @@ SLOW_ZONE_MM = 0.8
 LAYER_DEPTH_MM = 1.5
 XY_GAIN = 0.8
 ACTION_DIM = 7
-DEFAULT_INSTRUCTION = "Insert the needle into the target to 1 mm below the surface."
+TASK_INSTRUCTION = "Insert the needle into the target to 1 mm below the surface."  # written to meta.json
 
 
 def _view_params(view: str) -> tuple[float, float, float, float]:
@@ -97,7 +97,7 @@ def generate_trajectory(
     image_size: int = 64,
     views: Sequence[str] = ("left", "oak"),
     seed: int = 0,
-    instruction: str = DEFAULT_INSTRUCTION,
+    instruction: str = TASK_INSTRUCTION,
 ) -> Path:
     """Write one trajectory directory; ``sensor_rate=None`` writes no sensor file."""
     rng = np.random.default_rng([seed, index])
@@ -165,7 +165,7 @@ def generate_dataset(
     views: Sequence[str] = ("left", "oak"),
     no_sensor_trajectories: int = 0,
     seed: int = 0,
-    instruction: str = DEFAULT_INSTRUCTION,
+    instruction: str = TASK_INSTRUCTION,
 ) -> list[Path]:
     """Write ``trajectories`` directories ``traj_000...`` under ``out_dir`` (deterministic per seed).
 
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--views", nargs="+", default=["left", "oak"])
     p.add_argument("--no-sensor-trajectories", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--instruction", default=DEFAULT_INSTRUCTION)
+    p.add_argument("--instruction", default=TASK_INSTRUCTION)
     a = p.parse_args(argv)
     paths = generate_dataset(
         a.out_dir, a.trajectories, a.seconds, a.sensor_rate, a.action_rate, a.image_size, a.views,

@@ -1,8 +1,8 @@
 """Evaluate a trained run: load its config, weights and statistics, score its validation trajectories.
 
-Works on one process and under ``accelerate launch``: each rank scores its shard, and predictions are
-gathered with ``gather_for_metrics`` so the samples Accelerate repeats to even out the last batch are
-never counted twice.
+Works on one process and under ``accelerate launch``: the loader gives each rank a disjoint shard
+(every sample scored exactly once, whatever the workers and cache), the error sums are added across
+ranks, and rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class EvalResult:
     metrics: dict[str, Any]
     output_dir: Path
     table: str
+    is_main_process: bool = True  # only rank 0 prints and writes
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
@@ -72,7 +73,7 @@ def resolve_weights(run_dir: Path, checkpoint: str | None) -> Path:
     return final
 
 
-def load_model(cfg: DictConfig, weights: Path, action_dim: int) -> torch.nn.Module:
+def load_model(cfg: DictConfig, weights: Path, dataset: Any) -> torch.nn.Module:
     """A ``save_pretrained`` export loads as it is; a training checkpoint is rebuilt from the config."""
     from vla_sensor.models.vla import QwenVLAWithSensor
 
@@ -82,7 +83,7 @@ def load_model(cfg: DictConfig, weights: Path, action_dim: int) -> torch.nn.Modu
 
     from vla_sensor.training.components import build_policy
 
-    model = build_policy(cfg, action_dim, stats=None)
+    model = build_policy(cfg, dataset, stats=None)
     missing, unexpected = model.load_state_dict(load_file(weights / WEIGHTS_FILE), strict=False)
     if missing or unexpected:
         raise RunLoadError(
@@ -123,44 +124,51 @@ def evaluate_run(
 ) -> EvalResult:
     """Score a run on held-out trajectories; rank 0 writes ``eval_metrics.json`` and the plots."""
     from accelerate import Accelerator
+    from accelerate.utils import gather_object
 
-    from vla_sensor.data.loader import make_dataloader
+    from vla_sensor.data.config import data_config
+    from vla_sensor.data.loader import build_loader
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     weights = resolve_weights(run_dir, checkpoint)
     accelerator = Accelerator(cpu=cpu)
     dataset = build_eval_dataset(cfg, val_dirs)
-    model = load_model(cfg, weights, dataset.action_dim)
+    model = load_model(cfg, weights, dataset)
     model_dim = int(model.action_dim)
     if model_dim != dataset.action_dim:
         raise RunLoadError(
             f"the model at {weights} predicts {model_dim} action dimensions but the evaluation "
             f"trajectories have {dataset.action_dim}"
         )
-    dataset.sample_transform = model.build_sample_transform(list(cfg.data.view_selection), list(cfg.data.image_size))
-    loader = make_dataloader(dataset, batch_size or int(cfg.data.batch_size), num_workers, shuffle=False)
-    model, loader = accelerator.prepare(model.eval(), loader)
-    policy = accelerator.unwrap_model(model)
+    dataset.input_transform = model.build_sample_transform(dataset.view_selection, dataset.image_size)
+    data = data_config(cfg.data, batch_size=batch_size or int(cfg.data.batch_size), num_workers=num_workers)
+    loader = build_loader(dataset, data, shuffle=False, num_replicas=accelerator.num_processes,
+                          rank=accelerator.process_index, pin_memory=accelerator.device.type == "cuda")
+    policy = model.to(accelerator.device).eval()
 
     acc = ActionErrorAccumulator(horizon=int(cfg.data.horizon), action_dim=model_dim)
     traces: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     with torch.no_grad():
         for batch in loader:
-            pred = policy.predict_action(batch)
-            keys = (pred, batch["actions"], batch["action_is_pad"], batch["has_sensor_mask"],
-                    batch["trajectory_index"], batch["step_index"])
-            pred, true, is_pad, has_sensor, traj, step = accelerator.gather_for_metrics(keys)
-            if not accelerator.is_main_process:
-                continue
-            acc.update(pred.float(), true.float(), is_pad, has_sensor)
-            for k in torch.unique(traj).tolist():
-                if k not in traces and len(traces) >= num_trace_plots:  # plot the first trajectories seen
-                    continue
-                rows = traj == k
-                traces[k]["step"].append(step[rows].cpu().numpy())
-                traces[k]["true"].append(true[rows, 0].float().cpu().numpy())
-                traces[k]["pred"].append(pred[rows, 0].float().cpu().numpy())
+            pred = policy.predict_action(batch).float().cpu()
+            acc.update(pred, batch["actions"].float(), batch["action_is_pad"], batch["has_sensor_mask"])
+            for k in torch.unique(batch["trajectory_index"]).tolist():
+                rows = batch["trajectory_index"] == k
+                traces[k]["step"].append(batch["step_index"][rows].numpy())
+                traces[k]["true"].append(batch["actions"][rows, 0].float().numpy())
+                traces[k]["pred"].append(pred[rows, 0].numpy())
+    for t in acc.state_tensors():  # each rank scored its own shard: add them up
+        t.copy_(accelerator.reduce(t.to(accelerator.device), "sum").cpu())
+    chosen = sorted(traces)[:num_trace_plots]  # the first trajectories of each shard
+    mine = {k: {name: np.concatenate(traces[k][name]) for name in ("step", "true", "pred")} for k in chosen}
+    all_traces: dict[int, dict[str, np.ndarray]] = {}
+    for part in gather_object([mine]) if accelerator.num_processes > 1 else [mine]:
+        for k, trace in part.items():
+            if k in all_traces:  # a trajectory split across ranks: join its steps
+                all_traces[k] = {n: np.concatenate([all_traces[k][n], trace[n]]) for n in trace}
+            else:
+                all_traces[k] = trace
 
     out = Path(output_dir) if output_dir else run_dir / "eval"
     summary = acc.summary()
@@ -175,15 +183,18 @@ def evaluate_run(
             "horizon": int(cfg.data.horizon),
             "action_dim": model_dim,
             "sensor_enabled": bool(getattr(policy, "sensor_enabled", True)),
+            "processes": accelerator.num_processes,
             "device": str(accelerator.device),
             "metrics": summary,
         }
         write_json_atomic(out / "eval_metrics.json", payload)
-        chosen = sorted(traces)[:num_trace_plots]
-        plot_action_traces(
-            {k: {name: np.concatenate(traces[k][name]) for name in ("step", "true", "pred")} for k in chosen},
-            out / "action_traces.png",
-        )
+        plot_action_traces({k: _by_step(all_traces[k]) for k in sorted(all_traces)[:num_trace_plots]},
+                           out / "action_traces.png")
         plot_error_by_horizon(summary, out / "error_by_horizon.png")
     accelerator.wait_for_everyone()
-    return EvalResult(metrics=summary, output_dir=out, table=table)
+    return EvalResult(metrics=summary, output_dir=out, table=table, is_main_process=accelerator.is_main_process)
+
+
+def _by_step(trace: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    order = np.argsort(trace["step"], kind="stable")
+    return {name: values[order] for name, values in trace.items()}

@@ -124,13 +124,14 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
         spec = {}
     elif isinstance(spec, str | os.PathLike):
         spec = {"name_or_path": str(spec), "random_init": False}
-    out = dict(_plain(spec))
-    out.setdefault("family", "qwen2_5_vl")
-    out.setdefault("random_init", not out.get("name_or_path"))
-    out.setdefault("torch_dtype", "float32")
-    out.setdefault("attn_implementation", "sdpa")
-    out.setdefault("arch", {})
-    out.setdefault("image", {})
+    from omegaconf import OmegaConf
+
+    from vla_sensor.models.model_config import BackboneConfig
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(BackboneConfig), enum_to_str=True)
+    out = {**defaults, **{k: v for k, v in dict(_plain(spec)).items() if v is not None}}
+    if out["random_init"] is None:
+        out["random_init"] = not out.get("name_or_path")
     if out["family"] not in FAMILIES:
         raise BackboneError(f"model.backbone.family must be one of {list(FAMILIES)}, got {out['family']!r}")
     if out["torch_dtype"] not in (*_DTYPES, "auto"):

@@ -37,19 +37,21 @@ class InterpolationMode(str, Enum):
 
 @dataclass
 class EncoderConfig:
-    """Constructor arguments of :class:`vla_sensor.models.sensor_encoder.SensorEncoder`."""
+    """The sensor encoder's own choices (``conf/encoder/``): arguments of
+    :class:`vla_sensor.models.sensor_encoder.SensorEncoder`.
 
-    _target_: str = "vla_sensor.models.sensor_encoder.SensorEncoder"
-    input_channels: int = 1026
+    Its sizes are not here, each has one owner elsewhere: ``input_channels`` follows the data's
+    channel count, ``hidden_dim``/``output_dim`` are ``model.sensor_hidden_dim``/``sensor_output_dim``
+    and ``num_tokens`` is ``model.num_sensor_tokens`` (the fusion layers are sized from them).
+    """
+
     temporal_length: int = 650
-    hidden_dim: int = 512
-    output_dim: int = 3072
     num_conv_layers: int = 4
     use_transformer: bool = True
     num_transformer_layers: int = 2
     nhead: int = 8
     dropout: float = 0.1
+    # recompute activations in backward (also set by trainer/checkpointing=sensor|all)
     gradient_checkpointing: bool = False
     interpolation_mode: InterpolationMode = InterpolationMode.linear
-    num_tokens: int = 8
     check_finite: bool = True

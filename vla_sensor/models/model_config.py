@@ -75,10 +75,10 @@ class BackboneConfig:
 
     name_or_path: str | None = None
     family: BackboneFamily = BackboneFamily.qwen2_5_vl
-    random_init: bool = True
+    random_init: bool | None = None  # None: random weights unless name_or_path is given
     torch_dtype: TorchDtype = TorchDtype.float32
     attn_implementation: AttnImplementation = AttnImplementation.sdpa
-    arch: dict[str, Any] = field(default_factory=dict)
+    arch: dict[str, Any] = field(default_factory=dict)  # empty with random weights: the tiny test backbone
     image: ImageConfig = field(default_factory=ImageConfig)
 
 
@@ -94,13 +94,13 @@ class LoraSettings:
 
 @dataclass
 class ModelConfig:
-    """Constructor arguments of :class:`vla_sensor.models.vla.QwenVLAWithSensor` (see build_model)."""
+    """What :class:`vla_sensor.models.vla.QwenVLAWithSensor` is built from (see ``build_model``)."""
 
     name: str = "tiny"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     sensor_enabled: bool = True
-    sensor_hidden_dim: int = 64
-    sensor_output_dim: int = 128
+    sensor_hidden_dim: int = 512
+    sensor_output_dim: int = 3072
     fusion: Fusion = Fusion.late
     num_sensor_tokens: int = 8
     pooling: Pooling = Pooling.last
@@ -112,4 +112,3 @@ class ModelConfig:
     llm_training: LLMTraining = LLMTraining.lora
     train_vision: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
-    instruction: str = "Insert the needle into the target."

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from vla_sensor.models.encoder_config import InterpolationMode
+from vla_sensor.data.windows import SENSOR_CHANNELS
+from vla_sensor.models.encoder_config import EncoderConfig, InterpolationMode
+from vla_sensor.models.model_config import ModelConfig
 from vla_sensor.models.resample import (
     CUBIC_MIN_SAMPLES,
     check_lengths,
@@ -56,20 +58,20 @@ class SensorEncoder(nn.Module):
 
     def __init__(
         self,
-        input_channels: int = 1026,
-        temporal_length: int = 650,
-        hidden_dim: int = 512,
-        output_dim: int = 3072,
-        num_conv_layers: int = 4,
-        use_transformer: bool = True,
-        num_transformer_layers: int = 2,
-        nhead: int = 8,
-        dropout: float = 0.1,
-        gradient_checkpointing: bool = False,
-        interpolation_mode: InterpolationMode | str = "linear",
+        input_channels: int = SENSOR_CHANNELS,
+        temporal_length: int = EncoderConfig.temporal_length,
+        hidden_dim: int = ModelConfig.sensor_hidden_dim,
+        output_dim: int = ModelConfig.sensor_output_dim,
+        num_conv_layers: int = EncoderConfig.num_conv_layers,
+        use_transformer: bool = EncoderConfig.use_transformer,
+        num_transformer_layers: int = EncoderConfig.num_transformer_layers,
+        nhead: int = EncoderConfig.nhead,
+        dropout: float = EncoderConfig.dropout,
+        gradient_checkpointing: bool = EncoderConfig.gradient_checkpointing,
+        interpolation_mode: InterpolationMode | str = EncoderConfig.interpolation_mode,
         *,
-        num_tokens: int = 8,
-        check_finite: bool = True,
+        num_tokens: int = ModelConfig.num_sensor_tokens,
+        check_finite: bool = EncoderConfig.check_finite,
     ) -> None:
         super().__init__()
         for name, value, low in [

@@ -7,12 +7,13 @@ from a stage-1 checkpoint (``QwenVLAWithSensor.from_pretrained(stage1_dir)`` the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from torch import nn
 
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from vla_sensor.models.model_config import LLMTraining, LoraSettings
 
 
 def linear_module_names(module: nn.Module) -> list[str]:
@@ -20,23 +21,27 @@ def linear_module_names(module: nn.Module) -> list[str]:
     return sorted({n.rsplit(".", 1)[-1] for n, m in module.named_modules() if isinstance(m, nn.Linear) and n})
 
 
-def apply_lora(
-    model: Any,
-    r: int = 16,
-    alpha: int = 32,
-    dropout: float = 0.05,
-    target_modules: Sequence[str] = DEFAULT_LORA_TARGETS,
-) -> None:
+def lora_settings(lora: LoraSettings | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """``model.lora`` as a plain dict: the schema's defaults, then ``lora``, then ``overrides``."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.structured(LoraSettings), lora or {}, overrides)
+    out = OmegaConf.to_container(merged)
+    return {"r": int(out["r"]), "alpha": int(out["alpha"]), "dropout": float(out["dropout"]),
+            "target_modules": list(out["target_modules"])}
+
+
+def apply_lora(model: Any, lora: LoraSettings | Mapping[str, Any] | None = None) -> None:
     """Inject LoRA adapters into the backbone's language model (in place, idempotent per config)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    settings = {"r": int(r), "alpha": int(alpha), "dropout": float(dropout), "target_modules": list(target_modules)}
+    settings = lora_settings(asdict(lora) if isinstance(lora, LoraSettings) else lora)
     if getattr(model, "lora_settings", None) is not None:
         if model.lora_settings != settings:
             raise ValueError(f"model already has LoRA {model.lora_settings}; cannot re-inject with {settings}")
         return
-    if r < 1:
-        raise ValueError(f"lora_r must be >= 1, got {r}")
+    if settings["r"] < 1:
+        raise ValueError(f"model.lora.r must be >= 1, got {settings['r']}")
     lm = model.backbone.language_model
     available = linear_module_names(lm)
     missing = [t for t in settings["target_modules"] if t not in available]
@@ -45,7 +50,8 @@ def apply_lora(
             f"LoRA target module(s) {missing or '[]'} not found in the language model; "
             f"expected names among its Linear layers: {available}"
         )
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=settings["target_modules"], bias="none")
+    config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
+                        target_modules=settings["target_modules"], bias="none")
     inject_adapter_in_model(config, lm)
     model.lora_settings = settings
 
@@ -59,21 +65,22 @@ def _set(module: nn.Module | None, flag: bool) -> None:
 def configure_stage(
     model: Any,
     stage: int = 1,
-    llm: str = "lora",
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    lora_target_modules: Sequence[str] | None = None,
+    llm: LLMTraining | str = LLMTraining.lora,
+    lora: LoraSettings | Mapping[str, Any] | None = None,
     train_vision: bool = False,
 ) -> dict[str, int]:
-    """Freeze/unfreeze ``model`` for a training stage; returns trainable/total parameter counts."""
+    """Freeze/unfreeze ``model`` for a training stage; returns trainable/total parameter counts.
+
+    ``lora``: the ``model.lora`` settings (unset fields: the schema's defaults), used when stage 2
+    trains the LLM through LoRA.
+    """
     llm = getattr(llm, "value", llm)
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     if llm not in ("lora", "full"):
         raise ValueError(f"llm must be 'lora' or 'full', got {llm!r}")
     if stage == 2 and llm == "lora":
-        apply_lora(model, lora_r, lora_alpha, lora_dropout, lora_target_modules or DEFAULT_LORA_TARGETS)
+        apply_lora(model, lora)
 
     _set(model, False)
     for module in model.policy_modules():

@@ -143,15 +143,12 @@ class PromptSpec:
 
 
 class QwenSampleTransform:
-    """Picklable per-sample transform for the dataset (runs in DataLoader workers).
+    """Picklable per-sample pre-processing for the dataset's ``input_transform`` (DataLoader workers).
 
-    Adds ``pixel_values``, ``image_grid_thw``, ``input_ids`` and ``attention_mask`` to a sample and
-    drops the raw ``images`` (unless ``keep_images``) so workers ship less memory to the trainer.
+    From a sample's ``images`` and ``instruction`` it makes ``pixel_values``, ``image_grid_thw``,
+    ``input_ids`` and ``attention_mask`` and drops the raw ``images`` (unless ``keep_images``) so
+    workers ship less memory to the trainer.
     """
-
-    # Only images and the instruction are read: the data loader may leave the sensor window out of
-    # the worker's sample and copy it in the main process (see vla_sensor.data.sensor_gather).
-    reads_sensor_data = False
 
     def __init__(
         self,

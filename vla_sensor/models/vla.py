@@ -24,9 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vla_sensor.data.config import DataConfig
+from vla_sensor.data.format import DEFAULT_INSTRUCTION
 from vla_sensor.data.sensor_decode import decode_sensor_batch
+from vla_sensor.data.windows import SENSOR_CHANNELS
 from vla_sensor.models.action_head import ActionHead, ActionNormalizer, masked_action_loss, stats_to_dict
 from vla_sensor.models.backbone import LoadedBackbone, _plain, load_backbone
+from vla_sensor.models.encoder_config import EncoderConfig
+from vla_sensor.models.model_config import ModelConfig
 from vla_sensor.models.stages import apply_lora, configure_stage
 from vla_sensor.models.tokenizer import SENSOR_TOKEN, ensure_sensor_token
 from vla_sensor.models.vision import PromptSpec, QwenSampleTransform, collate_model_inputs
@@ -36,7 +41,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "vla_config.json"
 STATS_NAME = "action_stats.json"
 TOKENIZER_DIR = "tokenizer"
-DEFAULT_INSTRUCTION = "Insert the needle into the target."
 _NO_SENSOR_T = 4  # rows of zeros standing in for a missing sensor_data (enough for cubic resampling)
 
 
@@ -45,53 +49,52 @@ class QwenVLAWithSensor(nn.Module):
 
     def __init__(
         self,
-        sensor_enabled: bool = True,
-        sensor_hidden_dim: int = 512,
-        sensor_output_dim: int = 3072,
+        sensor_enabled: bool | None = None,
+        sensor_hidden_dim: int | None = None,
+        sensor_output_dim: int | None = None,
         *,
         backbone: Any = None,
+        config: ModelConfig | Mapping[str, Any] | None = None,
+        encoder: EncoderConfig | Mapping[str, Any] | None = None,
         action_dim: int = 7,
-        horizon: int = 8,
-        fusion: str = "late",
-        sensor_encoder_kwargs: Mapping[str, Any] | None = None,
-        loss: str = "l1",
+        horizon: int = DataConfig.horizon,
+        sensor_channels: int = SENSOR_CHANNELS,
         action_stats: Any = None,
-        num_sensor_tokens: int = 8,
-        pooling: str = "last",
-        head_hidden_dim: int = 256,
-        head_num_layers: int = 2,
-        head_dropout: float = 0.0,
         view_selection: Sequence[str] | None = None,
         image_size: Sequence[int] | int | None = None,
-        instruction: str = DEFAULT_INSTRUCTION,
     ) -> None:
+        """``config``: the ``model`` settings (fusion, pooling, loss, head, sensor sizes; unset: the
+        schema's defaults, 512/3072 sensor sizes); the three sensor arguments may be given directly
+        instead, as in the original API. ``encoder``: the sensor encoder's own settings. The sizes that
+        follow the data (``action_dim``, ``horizon``, ``sensor_channels``, views, image size) are the
+        dataset's. ``backbone``: a :class:`BackboneConfig`-like spec, a path, or None (the tiny one)."""
         super().__init__()
-        fusion, loss, pooling = (getattr(v, "value", v) for v in (fusion, loss, pooling))
-        if fusion not in ("late", "tokens"):
-            raise ValueError(f"fusion must be 'late' or 'tokens', got {fusion!r}")
-        if loss not in ("l1", "mse"):
-            raise ValueError(f"loss must be 'l1' or 'mse', got {loss!r}")
-        if pooling not in ("last", "mean"):
-            raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
-        enc_kwargs = _encoder_kwargs(sensor_encoder_kwargs, sensor_hidden_dim, sensor_output_dim, num_sensor_tokens)
-        self.init_kwargs: dict[str, Any] = _plain(
-            dict(
-                sensor_enabled=bool(sensor_enabled), sensor_hidden_dim=int(sensor_hidden_dim),
-                sensor_output_dim=int(sensor_output_dim), action_dim=int(action_dim), horizon=int(horizon),
-                fusion=fusion, sensor_encoder_kwargs=enc_kwargs, loss=loss, num_sensor_tokens=int(num_sensor_tokens),
-                pooling=pooling, head_hidden_dim=int(head_hidden_dim), head_num_layers=int(head_num_layers),
-                head_dropout=float(head_dropout), view_selection=list(view_selection) if view_selection else None,
-                image_size=image_size, instruction=instruction,
-            )
-        )
-        self.sensor_enabled, self.fusion, self.loss_type, self.pooling = bool(sensor_enabled), fusion, loss, pooling
+        m = model_settings(config, sensor_enabled=sensor_enabled, sensor_hidden_dim=sensor_hidden_dim,
+                           sensor_output_dim=sensor_output_dim)
+        enc = encoder_settings(encoder)
+        self.init_kwargs: dict[str, Any] = _plain(dict(
+            config=m, encoder=enc, action_dim=int(action_dim), horizon=int(horizon),
+            sensor_channels=int(sensor_channels), view_selection=list(view_selection) if view_selection else None,
+            image_size=image_size,
+        ))
+        self.sensor_enabled, self.fusion = bool(m["sensor_enabled"]), m["fusion"]
+        self.loss_type, self.pooling = m["loss"], m["pooling"]
         self.action_dim, self.horizon = int(action_dim), int(horizon)
         self.view_selection = list(view_selection) if view_selection else None
         self.image_size = image_size
-        self.instruction = instruction
         self.stage: int | None = None
         self.lora_settings: dict[str, Any] | None = None
+        self._init_backbone(backbone)
+        head_in = self._init_sensor_path(m, enc, int(sensor_channels))
+        self.vl_norm = nn.LayerNorm(self.hidden_size)
+        self.head = ActionHead(head_in, action_dim, horizon, m["head_hidden_dim"], m["head_num_layers"],
+                               m["head_dropout"])
+        self.normalizer = ActionNormalizer(action_dim)
+        if action_stats is not None:
+            self.set_action_stats(action_stats)
+        self._transform: QwenSampleTransform | None = None
 
+    def _init_backbone(self, backbone: Any) -> None:
         loaded = backbone if isinstance(backbone, LoadedBackbone) else load_backbone(backbone)
         self.backbone = loaded.model
         self.backbone_family = loaded.family
@@ -105,29 +108,24 @@ class QwenVLAWithSensor(nn.Module):
         self.image_token_id = int(loaded.config.image_token_id)
         self.sensor_token_id: int | None = None
 
+    def _init_sensor_path(self, m: Mapping[str, Any], enc: Mapping[str, Any], channels: int) -> int:
+        """The sensor encoder and its fusion layers; returns the action head's input width."""
         self.sensor_encoder: nn.Module | None = None
         self.sensor_norm: nn.Module | None = None
         self.sensor_token_proj: nn.Module | None = None
-        head_in = self.hidden_size
-        if self.sensor_enabled:
-            from vla_sensor.models.sensor_encoder import SensorEncoder
+        if not self.sensor_enabled:
+            return self.hidden_size
+        from vla_sensor.models.sensor_encoder import SensorEncoder
 
-            self.sensor_encoder = SensorEncoder(**enc_kwargs)
-            if fusion == "late":
-                self.sensor_norm = nn.LayerNorm(sensor_output_dim)
-                head_in += sensor_output_dim
-            else:
-                self.sensor_token_proj = nn.Sequential(
-                    nn.LayerNorm(sensor_output_dim), nn.Linear(sensor_output_dim, self.hidden_size)
-                )
-                vocab = int(loaded.config.text_config.vocab_size)
-                self.sensor_token_id = ensure_sensor_token(self.tokenizer, vocab)
-        self.vl_norm = nn.LayerNorm(self.hidden_size)
-        self.head = ActionHead(head_in, action_dim, horizon, head_hidden_dim, head_num_layers, head_dropout)
-        self.normalizer = ActionNormalizer(action_dim)
-        if action_stats is not None:
-            self.set_action_stats(action_stats)
-        self._transform: QwenSampleTransform | None = None
+        out_dim = int(m["sensor_output_dim"])
+        self.sensor_encoder = SensorEncoder(input_channels=channels, hidden_dim=int(m["sensor_hidden_dim"]),
+                                            output_dim=out_dim, num_tokens=int(m["num_sensor_tokens"]), **enc)
+        if self.fusion == "late":
+            self.sensor_norm = nn.LayerNorm(out_dim)
+            return self.hidden_size + out_dim
+        self.sensor_token_proj = nn.Sequential(nn.LayerNorm(out_dim), nn.Linear(out_dim, self.hidden_size))
+        self.sensor_token_id = ensure_sensor_token(self.tokenizer, int(self.backbone_config.text_config.vocab_size))
+        return self.hidden_size
 
     # ------------------------------------------------------------------ properties / helpers
     @property
@@ -179,8 +177,8 @@ class QwenVLAWithSensor(nn.Module):
             vision_end_id=int(cfg.vision_end_token_id),
             image_token_id=self.image_token_id,
             sensor_token_id=self.sensor_token_id if tokens else None,
-            num_sensor_tokens=self.init_kwargs["num_sensor_tokens"] if tokens else 0,
-            default_instruction=self.instruction,
+            num_sensor_tokens=self.init_kwargs["config"]["num_sensor_tokens"] if tokens else 0,
+            default_instruction=DEFAULT_INSTRUCTION,
         )
 
     def build_sample_transform(
@@ -208,7 +206,7 @@ class QwenVLAWithSensor(nn.Module):
             images = batch["images"]
             if images.dim() != 5:
                 raise ValueError(f"batch 'images' must be uint8 (B, V, 3, H, W), got shape {tuple(images.shape)}")
-            instr = batch.get("instruction") or [self.instruction] * images.shape[0]
+            instr = batch.get("instruction") or [DEFAULT_INSTRUCTION] * images.shape[0]
             samples = [self._transform({"images": images[b].cpu(), "instruction": instr[b]}) for b in range(len(images))]
             inputs = collate_model_inputs(samples)
         else:
@@ -393,7 +391,7 @@ class QwenVLAWithSensor(nn.Module):
         model._backbone_spec = bb.get("source") or {}
         if config.get("lora"):
             lo = config["lora"]
-            apply_lora(model, lo["r"], lo["alpha"], lo["dropout"], lo["target_modules"])
+            apply_lora(model, lo)
         if device is not None:
             model.to(device)
         load_model(model, str(path / WEIGHTS_NAME), strict=True, device=str(model.device))
@@ -409,68 +407,62 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
 
 
-def _encoder_kwargs(
-    kwargs: Mapping[str, Any] | None, hidden_dim: int, output_dim: int, num_tokens: int
-) -> dict[str, Any]:
-    """SensorEncoder arguments; conflicting sizes are an error rather than silently overridden."""
-    kw = dict(_plain(kwargs or {}))
-    kw.pop("_target_", None)
-    for key, want in (("hidden_dim", hidden_dim), ("output_dim", output_dim), ("num_tokens", num_tokens)):
-        if key in kw and kw[key] is not None and int(kw[key]) != int(want):
-            model_key = {"hidden_dim": "sensor_hidden_dim", "output_dim": "sensor_output_dim"}.get(key, "num_sensor_tokens")
-            raise ValueError(
-                f"sensor encoder {key}={kw[key]} does not match the model's {model_key}={want}; "
-                f"the fusion layers are sized from the model's value"
-            )
-        kw[key] = int(want)
-    return kw
+_MODEL_FIELDS = ("sensor_enabled", "sensor_hidden_dim", "sensor_output_dim", "fusion", "num_sensor_tokens",
+                 "pooling", "loss", "head_hidden_dim", "head_num_layers", "head_dropout")
+
+
+def model_settings(config: Any = None, **direct: Any) -> dict[str, Any]:
+    """The model fields the network is built from: the schema's defaults, then ``config``, then the
+    arguments given directly (None: not given). Giving a field both ways with different values is an
+    error, never a silent override."""
+    from omegaconf import OmegaConf
+
+    given = _plain(config) if config is not None else {}
+    merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                                                    {k: v for k, v in given.items() if k in _MODEL_FIELDS}),
+                                    enum_to_str=True)
+    out = {k: merged[k] for k in _MODEL_FIELDS}
+    for key, value in direct.items():
+        if value is None:
+            continue
+        if key in given and given[key] != value:
+            raise ValueError(f"{key}={value!r} given directly and {key}={given[key]!r} in config; give it once")
+        out[key] = value
+    return out
+
+
+def encoder_settings(encoder: Any = None) -> dict[str, Any]:
+    """The sensor encoder's own settings: the ``encoder`` schema's defaults, then ``encoder``."""
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.structured(EncoderConfig), _plain(encoder) if encoder is not None else {})
+    return OmegaConf.to_container(merged, enum_to_str=True)  # type: ignore[return-value]
 
 
 def build_model(
     model_cfg: Any,
     encoder_cfg: Any = None,
-    action_dim: int = 7,
-    horizon: int = 8,
-    action_stats: Any = None,
+    *,
+    action_dim: int,
+    horizon: int,
+    sensor_channels: int = SENSOR_CHANNELS,
     view_selection: Sequence[str] | None = None,
     image_size: Sequence[int] | int | None = None,
+    action_stats: Any = None,
 ) -> QwenVLAWithSensor:
-    """Build the policy from the ``model`` and ``encoder`` config groups (used by train.py)."""
+    """The policy of the ``model`` and ``encoder`` config groups, sized for the data (used by train.py)."""
     m = _plain(model_cfg)
-    return QwenVLAWithSensor(
-        sensor_enabled=m.get("sensor_enabled", True),
-        sensor_hidden_dim=m.get("sensor_hidden_dim", 512),
-        sensor_output_dim=m.get("sensor_output_dim", 3072),
-        backbone=m.get("backbone"),
-        action_dim=action_dim,
-        horizon=horizon,
-        fusion=m.get("fusion", "late"),
-        sensor_encoder_kwargs=_plain(encoder_cfg) if encoder_cfg is not None else None,
-        loss=m.get("loss", "l1"),
-        action_stats=action_stats,
-        num_sensor_tokens=m.get("num_sensor_tokens", 8),
-        pooling=m.get("pooling", "last"),
-        head_hidden_dim=m.get("head_hidden_dim", 256),
-        head_num_layers=m.get("head_num_layers", 2),
-        head_dropout=m.get("head_dropout", 0.0),
-        view_selection=view_selection,
-        image_size=image_size,
-        instruction=m.get("instruction", DEFAULT_INSTRUCTION),
-    )
+    return QwenVLAWithSensor(backbone=m.get("backbone"), config=m, encoder=encoder_cfg, action_dim=action_dim,
+                             horizon=horizon, sensor_channels=sensor_channels, action_stats=action_stats,
+                             view_selection=view_selection, image_size=image_size)
 
 
 def stage_kwargs(model_cfg: Any) -> dict[str, Any]:
-    """``configure_stage`` keyword arguments from the ``model`` config group (stage itself is the trainer's)."""
-    m = _plain(model_cfg)
-    lora = m.get("lora") or {}
-    return {
-        "llm": m.get("llm_training", "lora"),
-        "lora_r": lora.get("r", 16),
-        "lora_alpha": lora.get("alpha", 32),
-        "lora_dropout": lora.get("dropout", 0.05),
-        "lora_target_modules": lora.get("target_modules"),
-        "train_vision": m.get("train_vision", False),
-    }
+    """``configure_stage`` keyword arguments from the ``model`` config group (the stage itself is the trainer's)."""
+    from omegaconf import OmegaConf
+
+    m = OmegaConf.merge(OmegaConf.structured(ModelConfig), _plain(model_cfg))
+    return {"llm": m.llm_training.value, "lora": OmegaConf.to_container(m.lora), "train_vision": m.train_vision}
 
 
 __all__ = ["QwenVLAWithSensor", "build_model", "stage_kwargs", "stats_to_dict"]

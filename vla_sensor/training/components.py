@@ -22,7 +22,7 @@ class Components:
     model: nn.Module
     train_dataset: Dataset
     val_dataset: Dataset | None
-    collate_fn: Callable | None = None
+    collate_fn: Callable | None = None  # None: the batch contract's collate_samples
     export: Callable[[nn.Module, Path], None] | None = None
     # JSON-able extras written into the export (e.g. normalisation statistics).
     export_files: dict[str, Any] = field(default_factory=dict)
@@ -43,21 +43,21 @@ def build_components(cfg, accelerator) -> Components:
     other ranks then find them ready. The model's Qwen-VL pre-processing runs in the DataLoader workers.
     """
     from vla_sensor.data.build import build_datasets
-    from vla_sensor.data.collate import collate_samples
 
     with accelerator.main_process_first():
         train_ds, val_ds, stats = build_datasets(cfg.data)
-    model = build_policy(cfg, train_ds.action_dim, stats)
-    transform = model.build_sample_transform(list(cfg.data.view_selection), list(cfg.data.image_size))
+    model = build_policy(cfg, train_ds, stats)
+    transform = model.build_sample_transform(train_ds.view_selection, train_ds.image_size)
     for ds in (train_ds, val_ds):
         if ds is not None:
-            ds.sample_transform = transform
-    return Components(model=model, train_dataset=train_ds, val_dataset=val_ds, collate_fn=collate_samples)
+            ds.input_transform = transform
+    return Components(model=model, train_dataset=train_ds, val_dataset=val_ds)
 
 
-def build_policy(cfg, action_dim: int, stats):
+def build_policy(cfg, dataset, stats):
     """The policy of a run's config: built (stage 1) or loaded from stage 1 (stage 2), frozen for the
-    stage, activation checkpointing set. Also used to rebuild a model from a training checkpoint."""
+    stage, activation checkpointing set. Sizes that follow the data (action dimension, sensor channels,
+    views, image size) come from ``dataset``. Also used to rebuild a model from a training checkpoint."""
     from vla_sensor.models.vla import QwenVLAWithSensor, build_model, stage_kwargs
 
     stage = getattr(cfg.trainer.stage.name, "value", cfg.trainer.stage.name)
@@ -67,15 +67,15 @@ def build_policy(cfg, action_dim: int, stats):
     else:
         if stage != "stage1":
             raise ValueError(f"trainer.stage={stage} needs trainer.stage.init_from=<a stage-1 run or its final/>")
-        model = build_model(cfg.model, cfg.encoder, action_dim=action_dim, horizon=cfg.data.horizon,
-                            action_stats=stats, view_selection=list(cfg.data.view_selection),
-                            image_size=list(cfg.data.image_size))
+        model = build_model(cfg.model, cfg.encoder, action_dim=dataset.action_dim, horizon=dataset.horizon,
+                            sensor_channels=dataset.num_channels, view_selection=dataset.view_selection,
+                            image_size=dataset.image_size, action_stats=stats)
     kwargs = stage_kwargs(cfg.model)
     if stage == "stage1":
         model.configure_stage(1, **kwargs)
     else:
         model.configure_stage(2, **{**kwargs, "llm": "lora" if stage == "stage2_lora" else "full"})
-    model.set_gradient_checkpointing(cfg.trainer.checkpointing.sensor, cfg.trainer.checkpointing.backbone)
+    model.set_gradient_checkpointing(cfg.encoder.gradient_checkpointing, cfg.trainer.checkpointing.backbone)
     return model
 
 

@@ -28,9 +28,11 @@ class Stage(str, Enum):
 
 @dataclass
 class GradCheckpointingConfig:
-    """Activation checkpointing (``trainer/checkpointing``): trade compute for memory."""
+    """Activation checkpointing of the backbone (``trainer/checkpointing``): trade compute for memory.
 
-    sensor: bool = False
+    The sensor encoder's is ``encoder.gradient_checkpointing`` (set by the ``sensor`` and ``all`` options).
+    """
+
     backbone: bool = False
 
 
@@ -62,10 +64,10 @@ class TrainerConfig:
     # time-limited cluster slots (resubmit with trainer.resume=auto) and for resume tests.
     stop_at_step: int | None = None
     grad_accum_steps: int = 1  # micro-batches (of data.batch_size per process) per optimizer step
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 20
+    warmup_steps: int = 10
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
     grad_clip: float = 1.0  # <= 0 disables clipping (the norm is still logged)
     mixed_precision: MixedPrecision = MixedPrecision.no
@@ -74,7 +76,7 @@ class TrainerConfig:
     stage: StageConfig = field(default_factory=StageConfig)
     log_every: int = 10
     val_every: int = 50  # 0 disables validation during training (a final one still runs)
-    val_batches: int | None = 20  # per process; None: the whole validation split
+    val_batches: int | None = 8  # per process; None: the whole validation split
     save_every: int = 100  # 0 disables periodic checkpoints
     keep_last: int = 2
     resume: str | None = None  # None, "auto", or a run / checkpoint directory

@@ -1,7 +1,8 @@
 """The training loop: Accelerate (DDP / FSDP / mixed precision), AdamW, warmup + cosine, checkpoints.
 
 Read top to bottom: ``train`` sets up the process group and tears it down whatever happens;
-``_train`` builds everything and runs the optimizer steps. One optimizer step consumes
+``_train`` names the steps: resolve the run, build, restore, ``fit`` (one ``train_step`` per optimizer
+step), ``finish``. One optimizer step consumes
 ``grad_accum_steps`` micro-batches; every count (schedule, logging, checkpoints, ``max_steps``) is in
 optimizer steps.
 """
@@ -20,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,9 +29,10 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType, send_to_device, set_seed
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from vla_sensor.data.collate import collate_samples
+from vla_sensor.data.loader import BatchLoader, build_loader, make_batch_sampler
 from vla_sensor.training.checkpointing import (
     ResumeError,
     TrainState,
@@ -42,7 +45,7 @@ from vla_sensor.training.components import Components, cache_nbytes
 from vla_sensor.training.ema import EMA
 from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
 from vla_sensor.training.run_dir import decide_run_dir, incompatible_keys, job_name, sweep_group
-from vla_sensor.training.sampler import EndlessBatches, ShardedBatchSampler
+from vla_sensor.training.sampler import EndlessBatches
 
 log = logging.getLogger(__name__)
 
@@ -137,117 +140,162 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError("set trainer.max_steps or trainer.epochs")
 
 
-def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
-    tc = cfg.trainer
-    validate_config(cfg)
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
+@dataclass
+class Run:
+    """Where a run lives and the checkpoint it resumes from (None: a fresh start)."""
 
-    # --- where this run lives, and where it resumes from -------------------------------------------
+    run_dir: Path
+    checkpoint: Path | None
+
+
+@dataclass
+class Training:
+    """Everything the optimizer steps need, built once."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMA | None
+    train_batches: EndlessBatches
+    max_steps: int
+    val_loader: BatchLoader | None
+
+
+def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
+    validate_config(cfg)
+    run = resolve_run(cfg, accelerator)
+    set_seed(cfg.seed)
+    components: Components = get_method(cfg.trainer.components)(cfg, accelerator)
+    training = build_training(cfg, accelerator, components)
+    state = restore(accelerator, run.checkpoint, cfg.seed)
+    start_trackers(cfg, accelerator, run.run_dir, state, resumed=run.checkpoint is not None)
+    last_log = fit(cfg, accelerator, components, training, state, run.run_dir)
+    finish(cfg, accelerator, components, training, state, run.run_dir)
+    return {**last_log, "step": state.step, "run_dir": str(run.run_dir)}
+
+
+def resolve_run(cfg: DictConfig, accelerator: Accelerator) -> Run:
+    """The run directory (rank 0 decides) and the checkpoint to resume, refusing an incompatible one."""
+    tc = cfg.trainer
     output_dir = cfg.output_dir
     resume = None if str(tc.resume).lower() in ("", "none", "null", "false") else tc.resume
     if resume not in (None, "auto") and not output_dir:  # continue the run that owns the checkpoint
         output_dir = str(run_dir_of(resolve_resume(resume, Path("."))))
     run_dir = decide_run_dir(output_dir, accelerator)
     checkpoint = resolve_resume(resume, run_dir)
+    main = accelerator.is_main_process
     if resume == "auto" and checkpoint is None and not cfg.output_dir and main:
         log.warning("trainer.resume=auto without output_dir: a new run directory has nothing to resume")
     if checkpoint is not None:
         saved_cfg = run_dir_of(checkpoint) / "config.yaml"
-        if saved_cfg.is_file():
-            diff = incompatible_keys(OmegaConf.load(saved_cfg), cfg)
-            if diff:
-                raise ResumeError(
-                    f"checkpoint {checkpoint} was trained with an incompatible config:\n  " + "\n  ".join(diff)
-                    + "\nUse another output_dir for a new run."
-                )
+        diff = incompatible_keys(OmegaConf.load(saved_cfg), cfg) if saved_cfg.is_file() else []
+        if diff:
+            raise ResumeError(
+                f"checkpoint {checkpoint} was trained with an incompatible config:\n  " + "\n  ".join(diff)
+                + "\nUse another output_dir for a new run."
+            )
     if main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        log.info("run directory: %s (%d process(es), device %s)", run_dir, world, accelerator.device)
+        log.info("run directory: %s (%d process(es), device %s)", run_dir, accelerator.num_processes,
+                 accelerator.device)
+    return Run(run_dir, checkpoint)
 
-    # --- what is trained -----------------------------------------------------------------------------
-    set_seed(cfg.seed)
-    components: Components = get_method(tc.components)(cfg, accelerator)
-    model = components.model
-    batch_size, num_workers = cfg.data.batch_size, cfg.data.num_workers
-    train_batches = EndlessBatches(train_batch_sampler(cfg, components.train_dataset, world, rank))
+
+def build_training(cfg: DictConfig, accelerator: Accelerator, components: Components) -> Training:
+    """Batch order, validation loader, optimizer, schedule and EMA, prepared by Accelerate."""
+    tc = cfg.trainer
+    world, rank = accelerator.num_processes, accelerator.process_index
+    train_batches = EndlessBatches(make_batch_sampler(components.train_dataset, cfg.data, shuffle=True,
+                                                      drop_last=True, num_replicas=world, rank=rank))
     batches_per_epoch = train_batches.epoch_length(0)
     if batches_per_epoch == 0:
         raise ValueError(
             f"the training split ({len(components.train_dataset)} samples) is smaller than one batch per "
-            f"process: data.batch_size={batch_size} x {world} process(es)"
+            f"process: data.batch_size={cfg.data.batch_size} x {world} process(es)"
         )
     max_steps = total_steps(tc, batches_per_epoch)
     val_loader = None
     if components.val_dataset is not None and len(components.val_dataset) > 0:
-        val_batches = ShardedBatchSampler(len(components.val_dataset), batch_size, world, rank, shuffle=False,
-                                          drop_last=False)
-        val_loader = _loader(components.val_dataset, val_batches, components, num_workers, cfg.seed,
-                             accelerator.device, gather=bool(cfg.data.get("gather_sensor_in_main", True)))
-
-    optimizer = make_optimizer(model, tc)
+        val_loader = build_loader(components.val_dataset, cfg.data, shuffle=False, num_replicas=world, rank=rank,
+                                  pin_memory=accelerator.device.type == "cuda",
+                                  collate_fn=components.collate_fn or collate_samples)
+    optimizer = make_optimizer(components.model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc.warmup_steps, max_steps, tc.min_lr_ratio))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(components.model, optimizer, scheduler)
     ema = None
     if tc.ema.enabled:
         ema = EMA(accelerator.unwrap_model(model), tc.ema.decay)
         accelerator.register_for_checkpointing(ema)
+    return Training(model, optimizer, scheduler, ema, train_batches, max_steps, val_loader)
 
-    state = TrainState()
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, checkpoint)
-        if main:
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, state.step, state.epoch,
-                     state.batch_in_epoch)
+
+def restore(accelerator: Accelerator, checkpoint: Path | None, seed: int) -> TrainState:
+    """The saved state of ``checkpoint`` (model, optimizer, RNG, data position), or a fresh one."""
     if checkpoint is None:
-        set_seed(cfg.seed + rank)  # distinct dropout per process (a resume restores the saved RNG instead)
-    start_trackers(cfg, accelerator, run_dir, state, resumed=checkpoint is not None)
+        set_seed(seed + accelerator.process_index)  # distinct dropout per process
+        return TrainState()
+    state = load_checkpoint(accelerator, checkpoint)
+    if accelerator.is_main_process:
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, state.step, state.epoch,
+                 state.batch_in_epoch)
+    return state
 
-    # --- the loop ------------------------------------------------------------------------------------
-    micro_batches = _micro_batches(components, train_batches, state, num_workers, cfg.seed + rank,
-                                   accelerator.device, gather=bool(cfg.data.get("gather_sensor_in_main", True)))
+
+def train_step(accelerator: Accelerator, training: Training, micro_batches: Iterator[dict], accum: int,
+               grad_clip: float) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """One optimizer step over ``accum`` micro-batches: (loss, grad norm, data-wait seconds, samples)."""
+    model = training.model
+    loss_sum = torch.zeros((), device=accelerator.device)
+    data_wait, samples = 0.0, 0
+    for micro in range(accum):
+        t0 = time.perf_counter()
+        batch = send_to_device(next(micro_batches), accelerator.device, non_blocking=True)
+        data_wait += time.perf_counter() - t0
+        samples += _batch_len(batch) * accelerator.num_processes  # ranks take equal turns
+        sync = micro == accum - 1  # gradients are all-reduced on the last micro-batch only
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            loss = model(batch)["loss"]
+            accelerator.backward(loss / accum)
+        loss_sum += loss.detach() / accum
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    training.optimizer.step()
+    training.scheduler.step()
+    training.optimizer.zero_grad(set_to_none=True)
+    if training.ema is not None:
+        training.ema.update(accelerator.unwrap_model(model))
+    return loss_sum, grad_norm, data_wait, samples
+
+
+def fit(cfg: DictConfig, accelerator: Accelerator, components: Components, training: Training, state: TrainState,
+        run_dir: Path) -> dict:
+    """Optimizer steps until ``max_steps`` (or ``stop_at_step``, or a stop signal); logs, validates, saves."""
+    tc = cfg.trainer
+    micro_batches = _micro_batches(cfg, components, training.train_batches, state, accelerator)
     meter = IntervalMeter()
     last_log: dict = {}
-    bar = tqdm(total=max_steps, initial=state.step, disable=not (main and tc.progress_bar), desc="train",
-               dynamic_ncols=True)
-    model.train()
-    end_step = max_steps if tc.stop_at_step is None else min(max_steps, tc.stop_at_step)
+    bar = tqdm(total=training.max_steps, initial=state.step, desc="train", dynamic_ncols=True,
+               disable=not (accelerator.is_main_process and tc.progress_bar))
+    training.model.train()
+    end_step = training.max_steps if tc.stop_at_step is None else min(training.max_steps, tc.stop_at_step)
     stop = StopRequest()
     try:
         while state.step < end_step:
             t_start = time.perf_counter()  # step time: data wait + compute; validation and saving excluded
-            loss_sum = torch.zeros((), device=accelerator.device)
-            data_wait, samples = 0.0, 0
-            for micro in range(tc.grad_accum_steps):
-                t0 = time.perf_counter()
-                batch = send_to_device(next(micro_batches), accelerator.device, non_blocking=True)
-                data_wait += time.perf_counter() - t0
-                samples += _batch_len(batch) * world  # buckets may vary the batch size; ranks take turns alike
-                sync = micro == tc.grad_accum_steps - 1  # gradients are all-reduced on the last micro-batch only
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    loss = model(batch)["loss"]
-                    accelerator.backward(loss / tc.grad_accum_steps)
-                loss_sum += loss.detach() / tc.grad_accum_steps
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(accelerator.unwrap_model(model))
+            loss, grad_norm, data_wait, samples = train_step(accelerator, training, micro_batches,
+                                                             tc.grad_accum_steps, tc.grad_clip)
             state.step += 1
             state.samples_seen += samples
-            meter.add(time.perf_counter() - t_start, data_wait, samples, loss_sum)
+            meter.add(time.perf_counter() - t_start, data_wait, samples, loss)
             bar.update(1)
-
             last = state.step == end_step
             if not last and state.step % tc.log_every == 0 and stop.agreed(accelerator):
                 last = True  # preemption: checkpoint now and leave; the same command with resume=auto continues
                 log.warning("stop requested (signal %s) at step %d: checkpointing and exiting", stop.signum, state.step)
             values = {}
-            if val_loader is not None and (last or (tc.val_every > 0 and state.step % tc.val_every == 0)):
-                values["val_loss"] = validate(accelerator, model, val_loader, tc.val_batches)
+            if training.val_loader is not None and (last or (tc.val_every > 0 and state.step % tc.val_every == 0)):
+                values["val_loss"] = validate(accelerator, training.model, training.val_loader, tc.val_batches)
             if last or state.step % tc.log_every == 0:
-                values.update(train_metrics(accelerator, meter, scheduler, grad_norm, state, components))
+                values.update(train_metrics(accelerator, meter, training.scheduler, grad_norm, state, components))
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
             if values:
                 accelerator.log(values, step=state.step)  # one record per step: no duplicate steps in metrics.jsonl
@@ -258,24 +306,29 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
                 break
     finally:
         stop.restore()
+        micro_batches.close()
     bar.close()
+    return last_log
 
-    # --- the end -------------------------------------------------------------------------------------
-    unwrapped = accelerator.unwrap_model(model)
-    if ema is not None:
-        ema.copy_to(unwrapped)
+
+def finish(cfg: DictConfig, accelerator: Accelerator, components: Components, training: Training,
+           state: TrainState, run_dir: Path) -> None:
+    """EMA weights into the model, the final export (rank 0, when training completed), end hooks."""
+    tc = cfg.trainer
+    unwrapped = accelerator.unwrap_model(training.model)
+    if training.ema is not None:
+        training.ema.copy_to(unwrapped)
     accelerator.wait_for_everyone()
-    fsdp = accelerator.distributed_type == DistributedType.FSDP
-    if main and tc.export and state.step >= max_steps and fsdp:
+    done = accelerator.is_main_process and tc.export and state.step >= training.max_steps
+    if done and accelerator.distributed_type == DistributedType.FSDP:
         # Parameters are sharded: the export would need a gathered copy of a 7B model on rank 0.
         log.warning("FSDP: no final/ export; merge the last checkpoint with `accelerate merge-weights "
                     "%s/checkpoints/<step>/pytorch_model_fsdp_0 <out>`", run_dir)
-    elif main and tc.export and state.step >= max_steps:
+    elif done:
         export(unwrapped, components, cfg, run_dir / "final")
     if components.on_end is not None:
         components.on_end(unwrapped, accelerator)
     accelerator.wait_for_everyone()
-    return {**last_log, "step": state.step, "run_dir": str(run_dir)}
 
 
 # --- pieces of the loop ------------------------------------------------------------------------------
@@ -344,71 +397,55 @@ def make_optimizer(model: torch.nn.Module, tc: DictConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas))
 
 
-def train_batch_sampler(cfg: DictConfig, dataset, world: int, rank: int):
-    """Fixed-size sharded batches, or length-bucketed ones (``data.bucket_by_length``) for variable windows."""
-    if cfg.data.get("bucket_by_length", False):
-        from vla_sensor.data.sampler import LengthBucketBatchSampler
+class _MicroBatches:
+    """Batches without end from the data position recorded in ``state``, which it keeps up to date.
 
-        return LengthBucketBatchSampler(dataset.sensor_lengths(), cfg.data.batch_size, shuffle=True, seed=cfg.seed,
-                                        drop_last=True, num_replicas=world, rank=rank, max_rows=cfg.data.max_rows)
-    return ShardedBatchSampler(len(dataset), cfg.data.batch_size, world, rank, seed=cfg.seed)
+    A worker that raises or dies stops the run with the sample indices (and trajectories) of the batch
+    it was loading; :meth:`close` stops the workers at once.
+    """
 
+    def __init__(self, loader: BatchLoader, sent: _SentBatches, state: TrainState, batches: EndlessBatches,
+                 dataset) -> None:
+        self._it = iter(loader)
+        self._sent, self._state, self._batches, self._dataset = sent, state, batches, dataset
+        self._epoch_length = batches.epoch_length(state.epoch)
 
-def _loader(dataset, batch_sampler, components: Components, workers: int, seed: int,
-            device: torch.device, gather: bool = True):
-    """The DataLoader over ``batch_sampler``; with ``gather`` (``data.gather_sensor_in_main``) and a
-    ``stream``/``mmap`` cache, wrapped so workers send window references and this process fills
-    ``sensor_data`` from the cache (same batches, without the worker IPC of the windows)."""
-    from vla_sensor.data.loader import wrap_for_main_process_gather
+    def __iter__(self) -> Iterator[dict]:
+        return self
 
-    return wrap_for_main_process_gather(
-        dataset, workers, components.collate_fn, gather,
-        lambda source: _plain_loader(source, batch_sampler, components, workers, seed, device),
-    )
-
-
-def _plain_loader(dataset, batch_sampler, components: Components, workers: int, seed: int,
-                  device: torch.device) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_sampler=batch_sampler,
-        num_workers=workers,
-        collate_fn=components.collate_fn,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        # Worker seeds come from this generator, not from the global RNG, so iterating the loader never
-        # perturbs the model's random stream (a resumed run stays on the straight run's trajectory).
-        generator=torch.Generator().manual_seed(seed),
-    )
-
-
-def _micro_batches(components: Components, batches: EndlessBatches, state: TrainState, workers: int, seed: int,
-                   device: torch.device, gather: bool = True) -> Iterator[dict]:
-    """Batches without end from the data position recorded in ``state``, which it keeps up to date."""
-    batches.epoch, batches.skip = state.epoch, state.batch_in_epoch
-    epoch_length = batches.epoch_length(state.epoch)
-    sent = _SentBatches(batches)
-    loader = iter(_loader(components.train_dataset, sent, components, workers, seed, device, gather))
-    while True:
+    def __next__(self) -> dict:
+        state = self._state
         try:
-            batch = next(loader)
+            batch = next(self._it)
         except StopIteration:
-            return
+            raise
         except Exception as exc:  # a worker raised or died: say which samples, then stop (no retry, no hang)
-            indices = sent.pending[0] if sent.pending else []
-            getattr(loader, "_shutdown_workers", lambda: None)()  # the other workers now, not at exit
+            indices = self._sent.pending[0] if self._sent.pending else []
+            self.close()
             raise RuntimeError(
                 f"loading training batch {state.batch_in_epoch + 1} of epoch {state.epoch} failed "
-                f"(sample indices {indices}{_sources(components.train_dataset, indices)}): "
-                f"{type(exc).__name__}: {exc}"
+                f"(sample indices {indices}{_sources(self._dataset, indices)}): {type(exc).__name__}: {exc}"
             ) from exc
-        sent.pending.popleft()
-        if state.batch_in_epoch >= epoch_length:  # a resume exactly at an epoch's end
+        self._sent.pending.popleft()
+        if state.batch_in_epoch >= self._epoch_length:  # a resume exactly at an epoch's end
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            epoch_length = batches.epoch_length(state.epoch)
+            self._epoch_length = self._batches.epoch_length(state.epoch)
         state.batch_in_epoch += 1
-        yield batch
+        return batch
+
+    def close(self) -> None:
+        self._it.close()
+
+
+def _micro_batches(cfg: DictConfig, components: Components, batches: EndlessBatches, state: TrainState,
+                   accelerator: Accelerator) -> _MicroBatches:
+    batches.epoch, batches.skip = state.epoch, state.batch_in_epoch
+    sent = _SentBatches(batches)
+    data = OmegaConf.merge(cfg.data, {"seed": cfg.seed + accelerator.process_index})  # worker seeds per rank
+    loader = build_loader(components.train_dataset, data, shuffle=True, batches=sent,
+                          pin_memory=accelerator.device.type == "cuda",
+                          collate_fn=components.collate_fn or collate_samples)
+    return _MicroBatches(loader, sent, state, batches, components.train_dataset)
 
 
 class _SentBatches:
@@ -454,7 +491,7 @@ def train_metrics(accelerator: Accelerator, meter: IntervalMeter, scheduler, gra
 
 
 @torch.no_grad()
-def validate(accelerator: Accelerator, model, loader: DataLoader, max_batches: int | None) -> float:
+def validate(accelerator: Accelerator, model, loader: BatchLoader, max_batches: int | None) -> float:
     """Mean loss over the held-out split (each process its shard), weighted by batch size."""
     model.eval()
     total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)

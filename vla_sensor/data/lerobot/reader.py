@@ -192,6 +192,8 @@ class LeRobotReader:
         traj.num_channels = channels
         traj.sensor_files = (data.path,)
         traj.sensor_fingerprint = {"rows": list(rows), "features": self.sensor_features, "fps": meta.fps}
+        traj.meta["sensor_rate_hz"] = k_max * meta.fps
+        traj.meta["lerobot"]["samples_per_frame"] = k_max
         traj.sensor_loader = functools.partial(_load_stream, data, rows, tuple(layout), ts, meta.fps, where)
 
 
