@@ -104,6 +104,7 @@ class InsertionEnv(gym.Env):
                 mujoco.mj_step(self.model, self.data)
             self._zero = self._raw_force()
         self._setpoint = np.array(TIP_START_MM, np.float64)
+        self._setpoint_log = [self._setpoint.copy()]
         self._step = 0
         self._sample = 0
         self._peak, self._hold, self._violated = 0.0, 0.0, False
@@ -129,6 +130,7 @@ class InsertionEnv(gym.Env):
                 mujoco.mj_step(self.model, self.data)
                 forces[i], tips[i] = self._read()
         self._setpoint = end
+        self._setpoint_log.append(end.copy())
         self._sample += SUBSTEPS
         self._step += 1
         times = (self._sample - SUBSTEPS + 1 + np.arange(SUBSTEPS)) / PHYSICS_HZ
@@ -157,6 +159,13 @@ class InsertionEnv(gym.Env):
     def tip_setpoint_mm(self) -> np.ndarray:
         """The commanded tip position (x, y, z) in mm (the robot's own pose, not a hidden parameter)."""
         return self._setpoint.copy()
+
+    def setpoint_at(self, times_s: np.ndarray) -> np.ndarray:
+        """(n, 3) commanded tip positions (mm) at past sample times: the robot's own command log."""
+        log = np.asarray(self._setpoint_log)
+        knots = np.arange(log.shape[0]) / CONTROL_HZ
+        t = np.asarray(times_s, np.float64)
+        return np.stack([np.interp(t, knots, log[:, i]) for i in range(3)], axis=1)
 
     @property
     def target_xy_mm(self) -> np.ndarray:

@@ -45,7 +45,6 @@ class ScriptedExpert:
         self.reset()
 
     def reset(self) -> None:
-        self._prev_z: float | None = None
         self._z: list[np.ndarray] = []
         self._f: list[np.ndarray] = []
         self.surface_estimate_mm: float | None = None
@@ -53,7 +52,7 @@ class ScriptedExpert:
     def predict(self, obs: Observation) -> np.ndarray:
         """The next ``horizon`` actions (dx, dy, dz) in mm, planned from the current surface estimate."""
         sp = self.env.tip_setpoint_mm
-        self._observe(obs["sensor"]["values"][:, 0], float(sp[2]))
+        self._observe(obs["sensor"]["timestamps"], obs["sensor"]["values"][:, 0])
         goal_z = self._goal_z()
         target = self.env.target_xy_mm
         c = self.config
@@ -71,17 +70,13 @@ class ScriptedExpert:
             pos += step
         return chunk
 
-    def _observe(self, forces: np.ndarray, z_now: float) -> None:
-        """Collect (commanded z, force) for in-contact samples; the env moves linearly over a step."""
-        n = forces.shape[0]
-        if self._prev_z is not None and n:
-            z = self._prev_z + (z_now - self._prev_z) * np.arange(1, n + 1) / n
-            contact = forces > self.config.contact_force_n
-            if contact.any():
-                self._z.append(z[contact])
-                self._f.append(forces[contact])
-                self.surface_estimate_mm = self._fit_surface()
-        self._prev_z = z_now
+    def _observe(self, times: np.ndarray, forces: np.ndarray) -> None:
+        """Collect (commanded z, force) of the in-contact samples."""
+        contact = forces > self.config.contact_force_n
+        if contact.any():
+            self._z.append(self.env.setpoint_at(times[contact])[:, 2])
+            self._f.append(forces[contact])
+            self.surface_estimate_mm = self._fit_surface()
 
     def _fit_surface(self) -> float | None:
         z, f = np.concatenate(self._z), np.concatenate(self._f)
