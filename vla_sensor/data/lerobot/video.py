@@ -8,6 +8,7 @@ once; a jump backwards seeks to the nearest keyframe first.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -108,6 +109,7 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: float, vcodec: s
     Frame n has pts n in a 1/fps time base, so it is shown at n / fps seconds.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration at info level
     count = 0
     rate = Fraction(fps).limit_denominator(1000)
     with av.open(str(path), "w") as container:
@@ -115,8 +117,6 @@ def encode_video(path: Path, frames: Iterable[np.ndarray], fps: float, vcodec: s
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
         stream.options = {"crf": str(crf), "g": str(gop)}
-        if vcodec == "libsvtav1":
-            stream.options = {"crf": str(crf), "g": str(gop), "svtav1-params": "log-level=0"}
         for img in frames:
             if count == 0:
                 stream.height, stream.width = img.shape[:2]
