@@ -14,7 +14,7 @@ the instruction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -47,15 +47,15 @@ SETTLE_STEPS = 20  # physics steps before the force sensor is zeroed at reset
 class InsertionEnv(gym.Env):
     """Needle insertion with a hidden surface height and stiffness; see the module docstring."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
     def __init__(
         self,
         views: Sequence[str] = VIEWS,
         image_size: int = 64,
         episode_seconds: float = 6.0,
-        criterion: SuccessCriterion = SuccessCriterion(),
-        ranges: SceneRanges = SceneRanges(),
+        criterion: SuccessCriterion | None = None,
+        ranges: SceneRanges | None = None,
         terminate_on_success: bool = True,
         terminate_on_failure: bool = True,
         instruction: str = DEFAULT_INSTRUCTION,
@@ -69,7 +69,8 @@ class InsertionEnv(gym.Env):
         self.views = tuple(views)
         self.image_size = int(image_size)
         self.max_steps = round(episode_seconds * CONTROL_HZ)
-        self.criterion, self.ranges = criterion, ranges
+        self.criterion = criterion or SuccessCriterion()
+        self.ranges = ranges or SceneRanges()
         self.terminate_on_success, self.terminate_on_failure = terminate_on_success, terminate_on_failure
         self.instruction = instruction
         self.force_noise_n = float(force_noise_n)

@@ -38,7 +38,8 @@ class ExpertConfig:
 class ScriptedExpert:
     """Scripted demonstrator bound to one :class:`InsertionEnv`; see the module docstring."""
 
-    def __init__(self, env: InsertionEnv, config: ExpertConfig = ExpertConfig()) -> None:
+    def __init__(self, env: InsertionEnv, config: ExpertConfig | None = None) -> None:
+        config = config or ExpertConfig()
         if config.horizon < 1:
             raise ValueError(f"horizon: expected at least 1 action per chunk, got {config.horizon}")
         self.env, self.config = env, config

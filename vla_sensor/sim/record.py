@@ -78,6 +78,48 @@ def record_episode(
     return meta
 
 
+def record_into(
+    env: InsertionEnv,
+    out_dir: str | Path,
+    episodes: int,
+    seed: int = 0,
+    expert: ExpertConfig | None = None,
+    image_format: str = "png",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Write ``episodes`` trajectories ``episode_000000`` ... under ``out_dir`` with ``env``; their metas.
+
+    ``env`` must run full episodes (``terminate_on_success=False, terminate_on_failure=False``), so
+    every trajectory has the same length.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes: expected at least 1, got {episodes}")
+    if env.terminate_on_success or env.terminate_on_failure:
+        raise ValueError("env: recording needs full-length episodes; build it with terminate_on_success=False "
+                         "and terminate_on_failure=False")
+    demo = ScriptedExpert(env, expert or ExpertConfig())
+    metas: list[dict[str, Any]] = []
+    indices: Any = range(episodes)
+    if progress:
+        from tqdm.auto import tqdm
+
+        indices = tqdm(indices, desc="recording", unit="ep")
+    for i in indices:
+        path = Path(out_dir) / f"episode_{i:06d}"
+        metas.append(record_episode(env, demo, episode_seed(seed, i), path, image_format))
+        if progress:
+            indices.set_postfix(success=f"{np.mean([m['success'] for m in metas]):.0%}")
+    return metas
+
+
+def recording_env(views: Sequence[str] = VIEWS, image_size: int = 64, seconds: float = 6.0) -> InsertionEnv:
+    """An environment that runs full-length episodes, as recordings need."""
+    return InsertionEnv(
+        views=views, image_size=image_size, episode_seconds=seconds,
+        terminate_on_success=False, terminate_on_failure=False,
+    )
+
+
 def record(
     out_dir: str | Path,
     episodes: int,
@@ -85,33 +127,16 @@ def record(
     views: Sequence[str] = VIEWS,
     image_size: int = 64,
     seconds: float = 6.0,
-    expert: ExpertConfig = ExpertConfig(),
+    expert: ExpertConfig | None = None,
     image_format: str = "png",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Write ``episodes`` trajectories ``episode_000000`` ... under ``out_dir``; returns their metas."""
-    if episodes < 1:
-        raise ValueError(f"episodes: expected at least 1, got {episodes}")
-    env = InsertionEnv(
-        views=views, image_size=image_size, episode_seconds=seconds,
-        terminate_on_success=False, terminate_on_failure=False,
-    )
-    metas: list[dict[str, Any]] = []
+    env = recording_env(views, image_size, seconds)
     try:
-        demo = ScriptedExpert(env, expert)
-        indices: Any = range(episodes)
-        if progress:
-            from tqdm.auto import tqdm
-
-            indices = tqdm(indices, desc="recording", unit="ep")
-        for i in indices:
-            path = Path(out_dir) / f"episode_{i:06d}"
-            metas.append(record_episode(env, demo, episode_seed(seed, i), path, image_format))
-            if progress:
-                indices.set_postfix(success=f"{np.mean([m['success'] for m in metas]):.0%}")
+        return record_into(env, out_dir, episodes, seed, expert, image_format, progress)
     finally:
         env.close()
-    return metas
 
 
 def main(argv: Sequence[str] | None = None) -> None:

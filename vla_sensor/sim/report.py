@@ -98,13 +98,14 @@ def write_sim_report(
     records: list[EpisodeRecord],
     out_dir: str | os.PathLike[str],
     summary: Mapping[str, Any] | None = None,
-    criterion: SuccessCriterion = SuccessCriterion(),
+    criterion: SuccessCriterion | None = None,
 ) -> dict[str, Path]:
     """Write ``sim_metrics.json`` (atomically), ``sim_rollouts.png`` and ``sim_force_depth.png``.
 
     ``summary`` defaults to :func:`summarize` of ``records``; extra keys the caller adds (the run,
     the execution settings) are written as given.
     """
+    criterion = criterion or SuccessCriterion()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = dict(summary) if summary is not None else summarize(records, criterion.force_limit_n)

@@ -91,7 +91,7 @@ def run_episode(
     env: InsertionEnv,
     policy: Policy,
     seed: int,
-    execution: ExecutionConfig = ExecutionConfig(),
+    execution: ExecutionConfig | None = None,
     frames: int = 6,
 ) -> EpisodeRecord:
     """Run one episode from ``env.reset(seed=seed)`` until success, failure or timeout.
@@ -100,7 +100,7 @@ def run_episode(
     """
     obs, info = env.reset(seed=int(seed))
     policy.reset()
-    executor = ActionExecutor(execution)
+    executor = ActionExecutor(execution or ExecutionConfig())
     keep = _frame_steps(env.max_steps, frames)
     times, forces, depths = [obs["sensor"]["timestamps"]], [obs["sensor"]["values"][:, 0]], [info["sample_depth_mm"]]
     kept: list[tuple[int, dict[str, np.ndarray]]] = [(0, obs["images"])] if 0 in keep else []
@@ -108,10 +108,12 @@ def run_episode(
     current: Observation = obs
     unseen = [obs["sensor"]]
     while not done:
-        action, queried = executor.act(lambda: _chunk_checked(policy.predict(_since_last_query(current, unseen))))
+        queried = executor.needs_query()
         if queried:
+            executor.add_chunk(_chunk_checked(policy.predict(_since_last_query(current, unseen))))
             queries += 1
             unseen = []
+        action = executor.next_action()
         current, _, terminated, truncated, info = env.step(action)
         unseen.append(current["sensor"])
         done = terminated or truncated
@@ -165,7 +167,7 @@ def run_episodes(
 
             bar = tqdm(total=len(seeds), desc="sim episodes", unit="ep")
         for seed in seeds:
-            records.append(run_episode(env, pol, seed, execution or ExecutionConfig(), frames))
+            records.append(run_episode(env, pol, seed, execution, frames))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(success=f"{np.mean([r.success for r in records]):.0%}")

@@ -1,0 +1,83 @@
+"""The recorder writes the project's trajectory format, deterministically per seed."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+
+import numpy as np
+import pytest
+from conftest import RECORD_EPISODES, RECORD_SEED
+
+from vla_sensor.data.format import TrajectoryReader
+from vla_sensor.sim.record import main, record
+
+
+def test_recordings_are_read_by_the_trajectory_reader(recording):
+    dirs = sorted(p for p in recording.iterdir() if p.is_dir())
+    assert [p.name for p in dirs] == [f"episode_{i:06d}" for i in range(RECORD_EPISODES)]
+    for d in dirs:
+        traj = TrajectoryReader().read(d)
+        assert traj.actions.shape == (60, 3)
+        assert np.allclose(traj.action_timestamps, np.arange(60) / 10)
+        assert traj.num_channels == 1026
+        assert traj.sensor_timestamps.shape == (3901,) and traj.sensor_timestamps[-1] == pytest.approx(6.0)
+        stream = traj.load_sensor_stream()
+        assert stream.shape == (3901, 1026)
+        assert {len(v) for v in traj.image_paths.values()} == {60}
+        assert set(traj.image_paths) == {"left", "oak"}
+        meta = json.loads((d / "meta.json").read_text())
+        assert meta["success"] is True  # the expert
+        assert set(meta["sim"]["params"]) == {"surface_mm", "stiffness_n_per_m", "target_x_mm", "target_y_mm"}
+        assert traj.instruction == meta["instruction"]
+        # the recorded actions, summed, bring the tip to the target depth below the hidden surface
+        final_z = 10.0 + traj.actions[:, 2].sum()
+        assert meta["sim"]["params"]["surface_mm"] - final_z == pytest.approx(2.0, abs=0.3)
+
+
+def test_an_insertion_dataset_builds_on_recordings(recording, tmp_path, monkeypatch):
+    from vla_sensor.data.dataset import InsertionDataset
+
+    monkeypatch.setenv("VLA_SENSOR_CACHE_DIR", str(tmp_path / "cache"))
+    dirs = sorted(p for p in recording.iterdir() if p.is_dir())
+    ds = InsertionDataset(dirs)
+    assert len(ds) == 60 * RECORD_EPISODES
+    sample = ds[10]
+    assert sample["actions"].shape[-1] == 3
+    assert sample["sensor_data"].shape[-1] == 1026
+    assert sample["images"].shape[0] == 2  # left, oak
+
+
+def test_same_seed_gives_identical_files(recording, tmp_path):
+    again = tmp_path / "b"
+    record(again, 2, seed=RECORD_SEED, progress=False)
+    for i in range(2):
+        name = f"episode_{i:06d}"
+        cmp = filecmp.dircmp(recording / name, again / name)
+        assert not cmp.left_only and not cmp.right_only
+        for f in ("actions.npz", "sensor.npz", "meta.json"):
+            assert filecmp.cmp(recording / name / f, again / name / f, shallow=False), f
+        for view in ("left", "oak"):
+            a, b = recording / name / "images" / view, again / name / "images" / view
+            _, mismatch, errors = filecmp.cmpfiles(a, b, sorted(p.name for p in a.iterdir()), shallow=False)
+            assert not mismatch and not errors
+    other = tmp_path / "c"
+    record(other, 1, seed=RECORD_SEED + 1, progress=False, views=("left",), seconds=1.0)
+    assert not filecmp.cmp(recording / "episode_000000" / "actions.npz", other / "episode_000000" / "actions.npz",
+                           shallow=False)
+
+
+def test_cli_writes_episodes_with_the_chosen_views_and_size(gl_ok, tmp_path, capsys):
+    main([str(tmp_path / "cli"), "--episodes", "1", "--seed", "1", "--views", "oak", "--image-size", "32",
+          "--seconds", "1", "--no-progress"])
+    assert "wrote 1 episodes" in capsys.readouterr().out
+    traj = TrajectoryReader().read(tmp_path / "cli" / "episode_000000")
+    assert list(traj.image_paths) == ["oak"] and traj.num_steps == 10
+    from PIL import Image
+
+    assert Image.open(traj.image_paths["oak"][0]).size == (32, 32)
+
+
+def test_recording_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="episodes"):
+        record(tmp_path, 0, progress=False, views=())
