@@ -54,15 +54,16 @@ class LeRobotReader:
         self.action_feature = action_feature
         self.expected_channels = expected_channels
         self.video_tolerance_s = float(video_tolerance_s)
-        self._metas: dict[Path, DatasetMeta] = {}
+        self._metas: dict[tuple[Any, ...], DatasetMeta] = {}
 
     def settings(self) -> dict[str, Any]:
         """What changes how a stream is decoded (part of on-disk cache keys)."""
         return {"format": "lerobot", "version": READER_VERSION, "sensor_features": self.sensor_features}
 
     def meta(self, root: str | os.PathLike[str]) -> DatasetMeta:
-        """The dataset's metadata, loaded once per root."""
-        key = Path(root).resolve()
+        """The dataset's metadata, loaded once per root (again when meta/ changed)."""
+        root = Path(root)
+        key = (root.resolve(), *_stamp(root / "meta"))
         if key not in self._metas:
             self._metas[key] = DatasetMeta(root)
         return self._metas[key]
@@ -109,6 +110,10 @@ class LeRobotReader:
 
     # ----------------------------------------------------------------- pieces
     def _check_columns(self, meta: DatasetMeta, data: DataFile) -> None:
+        """Configured features exist in info.json (else list the available ones) and in the data file."""
+        self._numeric_feature(meta, self.action_feature, "action")
+        for key in self.sensor_features:
+            self._numeric_feature(meta, key, "sensor")
         needed = ["timestamp", "episode_index", "task_index", self.action_feature, *self.sensor_features]
         missing = [c for c in needed if c not in data.schema.names]
         if missing:
@@ -195,6 +200,12 @@ class LeRobotReader:
         traj.meta["sensor_rate_hz"] = k_max * meta.fps
         traj.meta["lerobot"]["samples_per_frame"] = k_max
         traj.sensor_loader = functools.partial(_load_stream, data, rows, tuple(layout), ts, meta.fps, where)
+
+
+def _stamp(meta_dir: Path) -> tuple[int, ...]:
+    """Sizes and mtimes of the metadata files (info.json, tasks, episodes tables)."""
+    files = [meta_dir / "info.json", meta_dir / "tasks.parquet", *sorted(meta_dir.glob("episodes/*/*.parquet"))]
+    return tuple(v for f in files if f.is_file() for st in [f.stat()] for v in (st.st_size, st.st_mtime_ns))
 
 
 def _load_stream(data: DataFile, rows: tuple[int, int], layout: tuple[tuple[str, tuple[int, ...], int, int], ...],
