@@ -104,3 +104,13 @@ def test_export_refuses_an_uneven_action_rate(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"traj_000: action steps 0 and 1 .* --fps 30"):
         export_dataset(tmp_path / "native", tmp_path / "lr", ExportSettings(fps=30), progress=False)
     assert main(["export", str(tmp_path / "native"), str(tmp_path / "lr2"), "--fps", "30"]) == 2
+
+
+def test_episodes_spread_over_several_data_files(tmp_path: Path) -> None:
+    main(["import", str(IMAGES_KC), str(tmp_path / "n1")])
+    export_dataset(tmp_path / "n1", tmp_path / "lr", ExportSettings(fps=10, data_file_mb=1e-6), progress=False)
+    assert len(list((tmp_path / "lr" / "data" / "chunk-000").glob("file-*.parquet"))) == 3
+    reader = LeRobotReader(expected_channels=1026)
+    for a, path in zip(_native(tmp_path / "n1"), reader.discover(tmp_path / "lr"), strict=True):
+        b = reader.read(path)
+        assert np.array_equal(a.load_sensor_stream(), b.load_sensor_stream()) and np.array_equal(a.actions, b.actions)
