@@ -165,9 +165,10 @@ class LeRobotReader:
             _, _, start, end = meta.episode_video(ep, key)
             video = meta.video_file(ep, key)
             needed = start + float(ts[-1])
-            if video_end_time(video, where) + self.video_tolerance_s < needed:
+            ends = video_end_time(video, where)
+            if ends + self.video_tolerance_s < needed:
                 raise DataFormatError(
-                    f"{video}: {where}: the video ends at {video_end_time(video, where):.4f} s, before the "
+                    f"{video}: {where}: the video ends at {ends:.4f} s, before the "
                     f"episode's last frame at {needed:.4f} s; the video is shorter than its episode"
                 )
             if end + self.video_tolerance_s < needed:
