@@ -8,7 +8,7 @@ import pytest
 
 from vla_sensor.sim._gl import RenderingUnavailable
 
-RECORD_EPISODES = 3
+RECORD_EPISODES = 3  # the tests expect 3
 RECORD_SEED = 7
 
 
@@ -21,6 +21,11 @@ def gl_ok() -> None:
         InsertionEnv(views=("left",), image_size=16).close()
     except RenderingUnavailable as exc:
         pytest.skip(f"no OpenGL context for offscreen rendering: {exc}")
+
+
+@pytest.fixture(scope="session")
+def recording_seed() -> int:
+    return RECORD_SEED
 
 
 @pytest.fixture(scope="session")

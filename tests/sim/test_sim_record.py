@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import RECORD_EPISODES, RECORD_SEED
 
 from vla_sensor.data.format import TrajectoryReader
 from vla_sensor.sim.record import main, record
@@ -15,7 +14,7 @@ from vla_sensor.sim.record import main, record
 
 def test_recordings_are_read_by_the_trajectory_reader(recording):
     dirs = sorted(p for p in recording.iterdir() if p.is_dir())
-    assert [p.name for p in dirs] == [f"episode_{i:06d}" for i in range(RECORD_EPISODES)]
+    assert [p.name for p in dirs] == [f"episode_{i:06d}" for i in range(3)]
     for d in dirs:
         traj = TrajectoryReader().read(d)
         assert traj.actions.shape == (60, 3)
@@ -41,16 +40,16 @@ def test_an_insertion_dataset_builds_on_recordings(recording, tmp_path, monkeypa
     monkeypatch.setenv("VLA_SENSOR_CACHE_DIR", str(tmp_path / "cache"))
     dirs = sorted(p for p in recording.iterdir() if p.is_dir())
     ds = InsertionDataset(dirs)
-    assert len(ds) == 60 * RECORD_EPISODES
+    assert len(ds) == 60 * 3
     sample = ds[10]
     assert sample["actions"].shape[-1] == 3
     assert sample["sensor_data"].shape[-1] == 1026
     assert sample["images"].shape[0] == 2  # left, oak
 
 
-def test_same_seed_gives_identical_files(recording, tmp_path):
+def test_same_seed_gives_identical_files(recording, recording_seed, tmp_path):
     again = tmp_path / "b"
-    record(again, 2, seed=RECORD_SEED, progress=False)
+    record(again, 2, seed=recording_seed, progress=False)
     for i in range(2):
         name = f"episode_{i:06d}"
         cmp = filecmp.dircmp(recording / name, again / name)
@@ -62,7 +61,7 @@ def test_same_seed_gives_identical_files(recording, tmp_path):
             _, mismatch, errors = filecmp.cmpfiles(a, b, sorted(p.name for p in a.iterdir()), shallow=False)
             assert not mismatch and not errors
     other = tmp_path / "c"
-    record(other, 1, seed=RECORD_SEED + 1, progress=False, views=("left",), seconds=1.0)
+    record(other, 1, seed=recording_seed + 1, progress=False, views=("left",), seconds=1.0)
     assert not filecmp.cmp(recording / "episode_000000" / "actions.npz", other / "episode_000000" / "actions.npz",
                            shallow=False)
 

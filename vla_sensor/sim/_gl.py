@@ -7,6 +7,7 @@ Mesa's CPU renderer when there is no GPU), so it is the default here unless the 
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -25,3 +26,22 @@ def rendering_error(exc: BaseException) -> RenderingUnavailable:
         f"({type(exc).__name__}: {exc}). With MUJOCO_GL=egl (the default here) install the Debian "
         f"packages {GL_PACKAGES}; or set MUJOCO_GL=osmesa (libosmesa6) or MUJOCO_GL=glfw (with a display)."
     )
+
+
+def import_mujoco() -> ModuleType:
+    """``mujoco``, imported after ``MUJOCO_GL`` is set; a GL backend that fails to load is a clear error.
+
+    MuJoCo loads the chosen backend's libraries at import (e.g. ``MUJOCO_GL=osmesa`` without
+    libosmesa fails inside PyOpenGL with an unrelated-looking AttributeError).
+    """
+    try:
+        import mujoco
+    except ModuleNotFoundError as exc:
+        if exc.name != "mujoco":
+            raise rendering_error(exc) from exc
+        raise ModuleNotFoundError(
+            "the simulator needs MuJoCo: pip install -r requirements.txt (it pins mujoco)"
+        ) from exc
+    except Exception as exc:  # the GL bindings raise several unrelated types
+        raise rendering_error(exc) from exc
+    return mujoco

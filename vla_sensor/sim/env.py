@@ -21,6 +21,7 @@ import numpy as np
 
 from vla_sensor.data.observation import Observation
 from vla_sensor.sim import oct as oct_model
+from vla_sensor.sim._gl import import_mujoco
 from vla_sensor.sim.scene import (
     CONTROL_HZ,
     MAX_STEP_MM,
@@ -37,7 +38,7 @@ from vla_sensor.sim.scene import (
 )
 from vla_sensor.sim.timing import StageTimer
 
-import mujoco  # isort: skip  (after vla_sensor.sim: MUJOCO_GL must be set first)
+mujoco = import_mujoco()
 
 DEFAULT_INSTRUCTION = "Insert the needle 2 mm below the tissue surface at the red target."
 ACTION_DIM = 3

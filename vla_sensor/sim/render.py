@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vla_sensor.sim._gl import rendering_error
+from vla_sensor.sim._gl import import_mujoco, rendering_error
 
-import mujoco  # isort: skip  (after _gl: MUJOCO_GL must be set first)
+mujoco = import_mujoco()
 
 
 class ViewRenderer:
