@@ -33,14 +33,83 @@ def test_defaults_are_the_demo():
     cfg = compose_cfg([])
     assert cfg.model.name == "tiny" and cfg.data.root == "data/demo" and cfg.cpu is False
     assert cfg.trainer.stage.name.value == "stage1" and cfg.trainer.components.endswith("build_components")
-    assert cfg.encoder.hidden_dim == cfg.model.sensor_hidden_dim
+    assert (cfg.model.sensor_hidden_dim, cfg.model.sensor_output_dim) == (64, 128)  # the tiny model's choice
     assert cfg.trainer.max_steps is not None and cfg.logger.jsonl and cfg.logger.wandb.enabled
 
 
 def test_experiment_overrides_groups():
     cfg = compose_cfg(["experiment=qwen2_5_vl_3b"])
     assert cfg.model.name != "tiny" and cfg.trainer.mixed_precision.value == "bf16"
-    assert cfg.trainer.checkpointing.sensor is True and cfg.trainer.expected_world_size == 4
+    assert cfg.encoder.gradient_checkpointing is True and cfg.trainer.expected_world_size == 4
+
+
+def _package(path: Path) -> list[str]:
+    """Where a group file's keys land: its ``# @package`` header, else its group directory."""
+    first = path.read_text().splitlines()[0] if path.read_text() else ""
+    if first.startswith("# @package"):
+        package = first.split()[-1]
+        return [] if package == "_global_" else package.split(".")
+    return list(path.parent.relative_to(CONF).parts)
+
+
+def _leaves(node, prefix: tuple[str, ...] = ()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key != "defaults":
+                yield from _leaves(value, (*prefix, key))
+    else:
+        yield prefix, node
+
+
+@pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
+def test_group_files_hold_only_choices(group):
+    """Every default is written once, in the schema: a group file that repeats one is a second copy."""
+    from vla_sensor.config import Config
+
+    schema = OmegaConf.to_container(OmegaConf.structured(Config), enum_to_str=True)
+    for path in sorted((CONF / group).glob("*.yaml")):
+        raw = OmegaConf.to_container(OmegaConf.load(path)) or {}
+        for keys, value in _leaves(raw, tuple(_package(path))):
+            node = schema
+            for key in keys:
+                node = node.get(key) if isinstance(node, dict) else None
+            if value == path.stem:  # an option naming its own choice (cache_strategy/mmap.yaml: name=mmap)
+                continue
+            assert node != value, f"{path.relative_to(CONF)}: {'.'.join(keys)}={value!r} repeats the schema's default"
+
+
+@pytest.mark.parametrize(("overrides", "sensor", "backbone"), [
+    ([], False, False),
+    (["encoder.gradient_checkpointing=true"], True, False),
+    (["trainer/checkpointing=sensor"], True, False),
+    (["trainer/checkpointing=all"], True, True),
+    (["trainer/checkpointing=all", "encoder.gradient_checkpointing=false"], False, True),
+])
+def test_sensor_checkpointing_has_one_owner(overrides, sensor, backbone):
+    """``encoder.gradient_checkpointing`` is the sensor encoder's switch; the group only sets it."""
+    from types import SimpleNamespace
+
+    from vla_sensor.training.components import build_policy
+
+    cfg = compose_cfg(overrides)
+    data = SimpleNamespace(action_dim=3, horizon=4, num_channels=8, view_selection=["left"], image_size=(56, 56))
+    model = build_policy(cfg, data, None)
+    assert model.sensor_encoder.gradient_checkpointing is sensor
+    assert model.backbone_checkpointing is backbone
+
+
+def test_sensor_token_count_has_one_owner():
+    from types import SimpleNamespace
+
+    from vla_sensor.training.components import build_policy
+
+    cfg = compose_cfg(["model.fusion=tokens", "model.num_sensor_tokens=16"])
+    data = SimpleNamespace(action_dim=3, horizon=4, num_channels=8, view_selection=["left"], image_size=(56, 56))
+    model = build_policy(cfg, data, None)
+    assert model.sensor_encoder.num_tokens == 16 and model.prompt_spec().num_sensor_tokens == 16
+    assert model.sensor_encoder.input_channels == 8  # the data's channel count, not a second literal
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_cfg(["encoder.num_tokens=16"])  # no second key for the same number
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from vla_sensor.data.build import build_dataloader, build_datasets, ensure_demo_data
+from vla_sensor.data.build import build_datasets, ensure_demo_data
 from vla_sensor.data.config import CacheStrategyConfig, DataConfig
 from vla_sensor.data.format import TrajectoryReader
+from vla_sensor.data.loader import build_loader
 from vla_sensor.data.normalization import ActionStats, compute_action_stats
 
 CONF = Path(__file__).parents[2] / "conf"
@@ -22,6 +23,7 @@ def test_yaml_matches_the_schema() -> None:
     schema = OmegaConf.structured(DataConfig)
     raw = OmegaConf.load(CONF / "data" / "default.yaml")
     assert list(raw.pop("defaults")) == [{"cache_strategy": "mmap"}, "_self_"]
+    assert not raw  # every default lives in the schema
     merged = OmegaConf.merge(schema, raw)
     assert merged.root == "data/demo" and merged.cache and list(merged.image_size) == [56, 56]
     for name in ["windows", "stream", "mmap"]:
@@ -32,7 +34,7 @@ def test_yaml_matches_the_schema() -> None:
     merged = OmegaConf.merge(schema, cfg.data)
     assert merged.cache_strategy.name.value == "stream"
     assert merged.cache_strategy.name.value != DataConfig().cache_strategy.name.value == "mmap"  # lean default
-    with pytest.raises(ValidationError, match=r"none, windows, stream, mmap"):
+    with pytest.raises(ValidationError, match=r"windows, stream, mmap\]"):  # caching off is data.cache=false
         OmegaConf.merge(merged, {"cache_strategy": {"name": "disk"}})
     with pytest.raises(ValidationError, match=r"float32, float16, int8"):
         OmegaConf.merge(merged, {"cache_strategy": {"dtype": "bf16"}})
@@ -65,7 +67,7 @@ def test_build_generates_once_and_splits_by_trajectory(tmp_path: Path) -> None:
     mtime = (root / "traj_000" / "actions.npz").stat().st_mtime_ns
     ensure_demo_data(root, cfg.synthetic)  # existing data is reused, never regenerated
     assert (root / "traj_000" / "actions.npz").stat().st_mtime_ns == mtime
-    batch = next(iter(build_dataloader(train, OmegaConf.merge(cfg, {"num_workers": 0, "batch_size": 4}))))
+    batch = next(iter(build_loader(train, OmegaConf.merge(cfg, {"num_workers": 0, "batch_size": 4}), shuffle=True)))
     assert batch["sensor_data"].shape == (4, 64, 1026)
 
 
@@ -74,7 +76,7 @@ def test_explicit_val_dirs_and_cache_off(tmp_path: Path) -> None:
     train, val, _ = build_datasets(cfg)
     assert [t.path.name for t in val.trajectories] == ["traj_004"] and len(train.trajectories) == 4
     assert train.strategy.value == "none"
-    loader = build_dataloader(train, OmegaConf.merge(cfg, {"num_workers": 0, "batch_size": 4}))
+    loader = build_loader(train, OmegaConf.merge(cfg, {"num_workers": 0, "batch_size": 4}), shuffle=True)
     assert sum(b["images"].shape[0] for b in loader) == len(train)
     with pytest.raises(ValueError, match=r"traj_04.*did you mean: traj_004"):
         build_datasets(_cfg(tmp_path, val_dirs=["traj_04"]))

@@ -11,6 +11,7 @@ import pytest
 
 from vla_sensor import InsertionDataset
 from vla_sensor.data.cache import MmapCache
+from vla_sensor.data.config import strategy_settings
 from vla_sensor.data.format import TrajectoryReader
 from vla_sensor.data.storage import encode_stream, max_abs_error_bound
 from vla_sensor.data.windows import WindowSpec
@@ -23,7 +24,7 @@ MODES = {
 
 
 def _ds(dirs, strategy, cache_dir, **kw):
-    return InsertionDataset(dirs, cache_strategy=strategy, cache_dir=cache_dir, progress=False, **kw)
+    return InsertionDataset(dirs, **strategy_settings(strategy), cache_dir=cache_dir, progress=False, **kw)
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -126,14 +126,20 @@ def test_workers_map_the_cache_file_instead_of_copying_it(small_dirs: list[Path]
     ds = InsertionDataset(small_dirs[:2], sensor_window_size=32, cache_dir=cache_dir, image_size=(28, 28),
                           progress=False)
 
-    def probe(sample: dict) -> dict:
-        arr = ds.cache._array(sample["trajectory_index"])
-        sample["mapped"] = isinstance(arr, np.memmap) and str(arr.filename).startswith(str(cache_dir))
-        sample["pid"] = os.getpid()
-        return sample
+    class Probe(torch.utils.data.Dataset):
+        """Each sample says whether its worker reads the cache through a mapping of the cache file."""
 
-    ds.sample_transform = probe
-    loader = torch.utils.data.DataLoader(ds, batch_size=10, num_workers=2, collate_fn=collate_samples)
+        def __len__(self) -> int:
+            return len(ds)
+
+        def __getitem__(self, i: int) -> dict:
+            sample = ds[i]
+            arr = ds.cache._array(sample["trajectory_index"])
+            sample["mapped"] = isinstance(arr, np.memmap) and str(arr.filename).startswith(str(cache_dir))
+            sample["pid"] = os.getpid()
+            return sample
+
+    loader = torch.utils.data.DataLoader(Probe(), batch_size=10, num_workers=2, collate_fn=collate_samples)
     batches = list(loader)
     assert all(b["mapped"].all() for b in batches)
     assert os.getpid() not in {p for b in batches for p in b["pid"].tolist()}

@@ -9,7 +9,7 @@ import torch
 from vla_sensor import InsertionDataset
 from vla_sensor.data.collate import collate_samples
 from vla_sensor.data.format import TrajectoryReader
-from vla_sensor.data.loader import make_dataloader
+from vla_sensor.data.loader import build_loader
 from vla_sensor.data.sensor_decode import decode_sensor_batch
 from vla_sensor.data.storage import encode_stream, max_abs_error_bound
 
@@ -46,19 +46,19 @@ def test_decoded_batch_matches_float32_within_the_storage_bound(small_dirs, cach
             assert (np.abs(g[-n:] - w[-n:]) <= bound * 1.0001 + 1e-7).all(), (b, i)
 
 
-def test_float32_is_unchanged_and_decode_is_opt_in(small_dirs, cache_dir) -> None:
+def test_float32_is_unchanged_and_worker_decode_is_a_choice(small_dirs, cache_dir) -> None:
     f32 = _ds(small_dirs[:2], cache_dir, sensor_window_size=64, decode_on_device=True)
     assert not f32.decode_on_device
     batch = collate_samples([f32[i] for i in range(4)])
     assert batch["sensor_data"].dtype == torch.float32
     assert decode_sensor_batch(batch)["sensor_data"] is batch["sensor_data"]
-    plain = _ds(small_dirs[:2], cache_dir, sensor_window_size=64, cache_dtype="int8")  # default: decode in the worker
+    plain = _ds(small_dirs[:2], cache_dir, sensor_window_size=64, cache_dtype="int8", decode_on_device=False)
     assert plain[3]["sensor_data"].dtype == torch.float32 and "sensor_scale" not in plain[3]
 
 
 def test_workers_ship_the_stored_dtype(small_dirs, cache_dir) -> None:
     ds = _ds(small_dirs, cache_dir, sensor_window_size=64, cache_dtype="int8", decode_on_device=True)
-    batch = next(iter(make_dataloader(ds, batch_size=5, num_workers=1, shuffle=False)))
+    batch = next(iter(build_loader(ds, shuffle=False, batch_size=5, num_workers=1)))
     assert batch["sensor_data"].dtype == torch.int8 and batch["sensor_scale"].shape == (5, 1026)
     ref = decode_sensor_batch(collate_samples([ds[i] for i in range(5)]))
     assert torch.equal(decode_sensor_batch(batch)["sensor_data"], ref["sensor_data"])

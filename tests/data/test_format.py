@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from vla_sensor import DataFormatError, InsertionDataset, TrajectoryReader
 from vla_sensor.data.build import make_reader
-from vla_sensor.data.config import ReaderConfig
+from vla_sensor.data.config import ReaderConfig, strategy_settings
 from vla_sensor.data.format import TrajectoryReaderProtocol
 
 
@@ -87,7 +87,7 @@ def test_nan_in_sensor_fails_at_dataset_construction(traj_copy: Path, cache_dir:
     _rewrite(traj_copy / "sensor.npz", alines=s["alines"])
     for strategy in ["none", "stream", "mmap", "windows"]:
         with pytest.raises(DataFormatError, match=r"sensor\.npz.*NaN/inf value at row 7"):
-            InsertionDataset(traj_copy, cache_strategy=strategy, cache_dir=cache_dir, progress=False,
+            InsertionDataset(traj_copy, **strategy_settings(strategy), cache_dir=cache_dir, progress=False,
                              sensor_window_size=16)
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from vla_sensor import InsertionDataset
 from vla_sensor.data.build import build_datasets
 from vla_sensor.data.collate import collate_samples
-from vla_sensor.data.loader import make_dataloader
+from vla_sensor.data.loader import build_loader
 
 
 def _ds(dirs, cache_dir: Path, **kw) -> InsertionDataset:
@@ -72,7 +72,7 @@ def test_damaged_image_cache_is_rebuilt(traj_copy: Path, cache_dir: Path, damage
 def test_workers_read_the_image_cache(small_dirs: list[Path], cache_dir: Path) -> None:
     ds = _ds(small_dirs, cache_dir, cache_strategy="mmap")
     ref = collate_samples([ds[i] for i in range(len(ds))])
-    loader = make_dataloader(ds, batch_size=8, num_workers=2, shuffle=False)
+    loader = build_loader(ds, shuffle=False, batch_size=8, num_workers=2)
     got = list(loader)
     images = torch.cat([b["images"] for b in got])
     sensor = torch.cat([b["sensor_data"] for b in got])

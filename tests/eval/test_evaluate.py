@@ -58,7 +58,7 @@ def test_metrics_json_matches_a_hand_computation(trained_run: Path, tmp_path: Pa
     dataset = build_eval_dataset(cfg, None)
     assert [str(t.path) for t in dataset.trajectories] == payload["trajectories"]
     model = QwenVLAWithSensor.from_pretrained(trained_run / "final").eval()
-    dataset.sample_transform = model.build_sample_transform(list(cfg.data.view_selection), list(cfg.data.image_size))
+    dataset.input_transform = model.build_sample_transform(dataset.view_selection, dataset.image_size)
     errors, sq = [], []
     with torch.no_grad():
         for i in range(len(dataset)):
@@ -135,7 +135,10 @@ def test_a_sweep_directory_is_evaluated_job_by_job(trained_run: Path, tmp_path: 
     assert (sweep / "0" / "eval" / "eval_metrics.json").is_file()
 
 
-def test_two_processes_count_every_sample_once(trained_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_two_processes_count_every_sample_once(trained_run: Path, tmp_path: Path, workers: int) -> None:
+    """Each rank scores a disjoint shard, also with DataLoader workers and the mmap cache's main-process
+    gather; rank 0 alone prints and writes."""
     import os
 
     single = evaluate_run(trained_run, output_dir=tmp_path / "one", cpu=True)
@@ -145,11 +148,11 @@ def test_two_processes_count_every_sample_once(trained_run: Path, tmp_path: Path
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531",
          str(REPO / "evaluate.py"), f"run_dir={trained_run}", f"output_dir={tmp_path / 'two'}", "cpu=true",
-         "batch_size=2"],
+         "batch_size=2", f"num_workers={workers}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "eval_metrics.json").read_text())["metrics"]
-    # batches of 2 over 2 ranks: Accelerate pads the last round with repeated samples, which must not count
     assert two["all"]["num_action_steps"] == single.metrics["all"]["num_action_steps"]
+    assert proc.stdout.count("| all |") == 1  # one table, from rank 0
     assert two["all"]["l1"] == pytest.approx(single.metrics["all"]["l1"], rel=1e-5)

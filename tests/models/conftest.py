@@ -26,20 +26,14 @@ def small_encoder_kwargs() -> dict[str, Any]:
 
 
 def make_tiny_model(**kwargs: Any) -> Any:
-    from vla_sensor.models.vla import QwenVLAWithSensor
+    """A small policy; ``model`` config fields (fusion, loss, ...) among ``kwargs`` go into its config."""
+    from vla_sensor.models.vla import MODEL_FIELDS, QwenVLAWithSensor
 
-    args: dict[str, Any] = dict(
-        sensor_enabled=True,
-        sensor_hidden_dim=32,
-        sensor_output_dim=48,
-        action_dim=ACTION_DIM,
-        horizon=HORIZON,
-        sensor_encoder_kwargs=small_encoder_kwargs(),
-        num_sensor_tokens=4,
-        head_hidden_dim=64,
-        view_selection=VIEWS,
-        image_size=IMAGE_SIZE,
-    )
+    config: dict[str, Any] = {"sensor_enabled": True, "sensor_hidden_dim": 32, "sensor_output_dim": 48,
+                              "num_sensor_tokens": 4, "head_hidden_dim": 64}
+    config.update({k: kwargs.pop(k) for k in list(kwargs) if k in MODEL_FIELDS})
+    args: dict[str, Any] = dict(config=config, action_dim=ACTION_DIM, horizon=HORIZON,
+                                encoder=small_encoder_kwargs(), view_selection=VIEWS, image_size=IMAGE_SIZE)
     args.update(kwargs)
     return QwenVLAWithSensor(**args)
 

@@ -11,7 +11,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf, ValidationError
 
 import vla_sensor.models.sensor_encoder as sensor_encoder_module
@@ -237,7 +236,7 @@ def _compose(overrides: list[str]) -> Any:
 def test_hydra_group_and_field_select_the_mode(overrides: list[str], expected: str) -> None:
     cfg = _compose(overrides)
     assert cfg.encoder.interpolation_mode is InterpolationMode(expected)
-    assert cfg.encoder.hidden_dim == 16 and cfg.encoder.output_dim == 24
+    assert "hidden_dim" not in cfg.encoder  # the encoder's sizes have one owner: the model (and the data)
 
 
 def test_hydra_rejects_unknown_mode_listing_the_allowed_ones() -> None:
@@ -247,17 +246,12 @@ def test_hydra_rejects_unknown_mode_listing_the_allowed_ones() -> None:
     assert "linear" in text and "nearest" in text and "cubic" in text
 
 
-def test_instantiate_from_config() -> None:
-    cfg = _compose(
-        [
-            "encoder.interpolation_mode=cubic",
-            "encoder.temporal_length=32",
-            "encoder.input_channels=6",
-            "encoder.nhead=4",
-            "encoder.num_tokens=3",
-        ]
-    )
-    enc = instantiate(cfg.encoder)
+def test_encoder_built_from_config_with_the_model_sizes() -> None:
+    from vla_sensor.models.vla import encoder_settings
+
+    cfg = _compose(["encoder.interpolation_mode=cubic", "encoder.temporal_length=32", "encoder.nhead=4"])
+    enc = SensorEncoder(input_channels=6, hidden_dim=cfg.model.sensor_hidden_dim,
+                        output_dim=cfg.model.sensor_output_dim, num_tokens=3, **encoder_settings(cfg.encoder))
     assert isinstance(enc, SensorEncoder)
     assert enc.interpolation_mode is InterpolationMode.cubic
     assert enc.encode_tokens(torch.randn(2, 50, 6)).shape == (2, 3, 24)

@@ -8,7 +8,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.models.conftest import ACTION_DIM, HORIZON, collate, make_samples, small_encoder_kwargs
+from tests.models.conftest import (
+    ACTION_DIM,
+    CHANNELS,
+    HORIZON,
+    IMAGE_SIZE,
+    VIEWS,
+    collate,
+    make_samples,
+    small_encoder_kwargs,
+)
 from vla_sensor.models.action_head import masked_action_loss
 from vla_sensor.models.model_config import ModelConfig
 from vla_sensor.models.vla import QwenVLAWithSensor, build_model, stage_kwargs
@@ -154,7 +163,7 @@ def test_stage_one_freezes_backbone(tiny_model_factory, batch_for) -> None:
 def test_stage_two_lora_trains_adapters_only(tiny_model_factory, batch_for) -> None:
     model = tiny_model_factory()
     model.configure_stage(1)
-    frozen = model.configure_stage(2, llm="lora", lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
+    frozen = model.configure_stage(2, llm="lora", lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
     assert model.lora_settings["target_modules"] == ["q_proj", "v_proj"]
     lora = [n for n, _ in model.named_parameters() if "lora_" in n]
     assert len(lora) == 2 * 2 * 2  # 2 layers x {q, v} x {A, B}
@@ -167,7 +176,7 @@ def test_stage_two_lora_trains_adapters_only(tiny_model_factory, batch_for) -> N
             assert not p.requires_grad and p.grad is None, name
     assert frozen["trainable"] > 0
     # calling stage 2 again keeps the same adapters
-    model.configure_stage(2, llm="lora", lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
+    model.configure_stage(2, llm="lora", lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
     assert len([n for n, _ in model.named_parameters() if "lora_" in n]) == len(lora)
 
 
@@ -185,7 +194,7 @@ def test_stage_two_full_and_vision(tiny_model_factory, batch_for) -> None:
 def test_bad_lora_target_and_stage(tiny_model_factory) -> None:
     model = tiny_model_factory()
     with pytest.raises(ValueError, match=r"\['qkv_proj'\] not found.*q_proj"):
-        model.configure_stage(2, lora_target_modules=["q_proj", "qkv_proj"])
+        model.configure_stage(2, lora={"target_modules": ["q_proj", "qkv_proj"]})
     with pytest.raises(ValueError, match="stage must be 1 or 2"):
         model.configure_stage(3)
 
@@ -214,7 +223,7 @@ def test_gradient_checkpointing_same_loss_and_grads(tiny_model_factory, batch_fo
 @pytest.mark.parametrize("fusion,stage", [("late", 1), ("tokens", 2)])
 def test_save_and_reload_predict_the_same(tiny_model_factory, batch_for, tmp_path: Path, fusion: str, stage: int) -> None:
     model = tiny_model_factory(fusion=fusion, action_stats=STATS)
-    model.configure_stage(stage, lora_r=4)
+    model.configure_stage(stage, lora={"r": 4})
     if stage == 2:  # move the LoRA B matrices off zero so the adapters matter
         with torch.no_grad():
             for n, p in model.named_parameters():
@@ -242,7 +251,7 @@ def test_stage_two_from_stage_one_checkpoint(tiny_model_factory, batch_for, tmp_
     stage1.configure_stage(1)
     stage1.save_pretrained(tmp_path / "s1")
     model = QwenVLAWithSensor.from_pretrained(tmp_path / "s1")
-    model.configure_stage(2, llm="lora", lora_r=4)
+    model.configure_stage(2, llm="lora", lora={"r": 4})
     torch.testing.assert_close(model.head.out.weight, stage1.head.out.weight)
     model.eval()
     stage1.eval()
@@ -279,9 +288,15 @@ def test_raw_images_batch_equals_transformed_batch(tiny_model_factory, batch_for
     torch.testing.assert_close(a, b)
 
 
-def test_encoder_size_conflict_is_named() -> None:
-    with pytest.raises(ValueError, match="output_dim=99 does not match the model's sensor_output_dim=48"):
-        QwenVLAWithSensor(True, 32, 48, sensor_encoder_kwargs={"output_dim": 99})
+def test_a_size_given_twice_differently_is_named() -> None:
+    with pytest.raises(ValueError, match=r"sensor_output_dim=99 given directly and sensor_output_dim=48 in config"):
+        QwenVLAWithSensor(True, 32, 99, config={"sensor_output_dim": 48})
+
+
+def test_original_positional_arguments_set_the_sensor_sizes() -> None:
+    model = QwenVLAWithSensor(True, 32, 48, encoder=small_encoder_kwargs())
+    assert (model.sensor_encoder.hidden_dim, model.sensor_encoder.output_dim) == (32, 48)
+    assert model.sensor_encoder.input_channels == 1026 and model.sensor_encoder.temporal_length == 32
 
 
 def test_qwen2_vl_family_forward(tiny_model_factory, batch_for) -> None:
@@ -293,25 +308,18 @@ def test_qwen2_vl_family_forward(tiny_model_factory, batch_for) -> None:
 
 
 def test_build_model_from_config_groups(batch_for) -> None:
-    root = OmegaConf.create(
-        {
-            "model": OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(Path(__file__).resolve().parents[2] / "conf/model/tiny.yaml")),
-            "encoder": {"_target_": "vla_sensor.models.sensor_encoder.SensorEncoder",
-                        "hidden_dim": "${model.sensor_hidden_dim}", "output_dim": "${model.sensor_output_dim}",
-                        **small_encoder_kwargs()},
-        }
-    )
-    root.model.fusion = "tokens"
-    model = build_model(root.model, root.encoder, action_dim=ACTION_DIM, horizon=HORIZON, action_stats=STATS,
-                        view_selection=["left", "oak"], image_size=(56, 56))
+    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig),
+                                OmegaConf.load(Path(__file__).resolve().parents[2] / "conf/model/tiny.yaml"))
+    model_cfg.fusion = "tokens"
+    model_cfg.num_sensor_tokens = 16
+    model = build_model(model_cfg, small_encoder_kwargs(), action_dim=ACTION_DIM, horizon=HORIZON,
+                        sensor_channels=CHANNELS, action_stats=STATS, view_selection=VIEWS, image_size=IMAGE_SIZE)
     assert model.fusion == "tokens" and model.sensor_encoder.output_dim == 128 and model.sensor_encoder.temporal_length == 32
-    counts = model.configure_stage(2, **stage_kwargs(root.model))
+    assert model.sensor_encoder.num_tokens == 16  # one owner: model.num_sensor_tokens
+    counts = model.configure_stage(2, **stage_kwargs(model_cfg))
     assert counts["trainable"] < counts["total"] and model.lora_settings["r"] == 16
     out = model(batch_for(model, 2))
     assert out["pred_actions"].shape == (2, HORIZON, ACTION_DIM)
-    root.encoder.output_dim = 64
-    with pytest.raises(ValueError, match="sensor_output_dim=128"):
-        build_model(root.model, root.encoder, ACTION_DIM, HORIZON)
 
 
 def test_a_dimension_constant_in_training_is_not_blown_up() -> None:

@@ -27,7 +27,7 @@ CTX = mp.get_context("fork")  # DataLoader workers and ranks on Linux: same code
 def _dataset(root: Path, cache: Path | None) -> InsertionDataset:
     dirs = sorted(root.glob("traj_*"))
     if cache is None:
-        return InsertionDataset(dirs, cache_strategy="none", cache_images=False, image_size=(28, 28),
+        return InsertionDataset(dirs, cache=False, cache_images=False, image_size=(28, 28),
                                 sensor_window_size=64, progress=False)
     return InsertionDataset(dirs, cache_strategy="mmap", cache_dir=cache, image_size=(28, 28), sensor_window_size=64,
                             progress=False)

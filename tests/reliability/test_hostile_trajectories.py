@@ -111,7 +111,7 @@ CASES: list[tuple[str, Callable[[Path], None], str, dict]] = [
     ("truncated_image", lambda d: _truncate(next((d / "images" / "left").glob("000003.*"))),
      IMG + r"\.\w+: unreadable image", {}),
     ("unreadable_image_no_cache", lambda d: next((d / "images" / "left").glob("000003.*")).write_bytes(b"\xff\xd8"),
-     IMG + r"\.\w+: unreadable image", {"cache_strategy": "none", "cache_images": False}),
+     IMG + r"\.\w+: unreadable image", {"cache": False, "cache_images": False}),
     ("huge_values_float16", lambda d: _sensor(d, forces=np.full(len(_sensor_ts(d)), 1e6, np.float32)),
      r"sensor\.npz.*65504", {"cache_dtype": "float16"}),
     ("huge_values_overflow_float32", lambda d: _sensor(d, forces=np.full(len(_sensor_ts(d)), 1e300)),

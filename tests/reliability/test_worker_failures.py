@@ -12,7 +12,7 @@ from tests.reliability.components import FAIL_AT
 from tests.training.helpers import TOY_ARGS, compose_cfg
 from vla_sensor.data.dataset import InsertionDataset
 from vla_sensor.data.errors import DataFormatError
-from vla_sensor.data.loader import make_dataloader
+from vla_sensor.data.loader import build_loader
 from vla_sensor.training.loop import train
 
 pytestmark = pytest.mark.timeout(90)
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(90)
 def test_worker_raising_names_sample_and_file(tiny_root: Path, tmp_path: Path, cached: bool) -> None:
     traj = tmp_path / "traj"
     shutil.copytree(tiny_root / "traj_000", traj)
-    ds = InsertionDataset(traj, cache_strategy="mmap" if cached else "none", cache_images=cached,
+    ds = InsertionDataset(traj, cache=cached, cache_images=cached,
                           cache_dir=tmp_path / "cache", image_size=(28, 28), sensor_window_size=32, progress=False)
     image = next((traj / "images" / "oak").glob("000009.*"))
     if cached:  # the decoded-image cache went missing under a running job
@@ -30,12 +30,12 @@ def test_worker_raising_names_sample_and_file(tiny_root: Path, tmp_path: Path, c
             f.unlink()
     else:  # the image changed after the dataset was built
         image.write_bytes(b"garbage")
-    batches = iter(make_dataloader(ds, batch_size=4, num_workers=2, shuffle=False))
+    batches = iter(build_loader(ds, shuffle=False, batch_size=4, num_workers=2))
     try:
         with pytest.raises(DataFormatError) as info:
             list(batches)
     finally:
-        batches._shutdown_workers()  # now, rather than when the traceback is collected (seconds of joins)
+        batches.close()  # now, rather than when the traceback is collected (seconds of joins)
     message = str(info.value)
     if cached:
         assert re.search(rf"sample \d+ \(trajectory {traj}, step \d+\): .*images/traj-\w+-oak-\w+\.npy", message)
