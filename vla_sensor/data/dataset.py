@@ -31,6 +31,15 @@ PathLike = str | os.PathLike[str]
 InputTransform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def model_inputs(images: torch.Tensor, instruction: str, transform: InputTransform | None) -> dict[str, Any]:
+    """A sample's image fields: ``images`` (V, 3, H, W) uint8 as they are, or what ``transform`` makes of
+    them and the instruction (a live policy builds its inputs through this too)."""
+    if transform is None:
+        return {"images": images}
+    out = transform({"images": images, "instruction": instruction})
+    return {key: value for key, value in out.items() if key != "instruction"}
+
+
 class InsertionDataset(Dataset):
     """Images, an action chunk and the sensor window ending at each action step."""
 
@@ -186,12 +195,8 @@ class InsertionDataset(Dataset):
         steps = np.arange(t, t + self.horizon)
         sensor = self._sensor(idx, window_ref)
         scale = {key: sensor.pop(key) for key in ("sensor_scale", "sensor_offset") if key in sensor}
-        inputs: dict[str, Any] = {"images": self._images(k, t), "instruction": self.instructions[k]}
-        if self.input_transform is not None:
-            inputs = {**self.input_transform(inputs), "instruction": self.instructions[k]}
-        images = {key: v for key, v in inputs.items() if key != "instruction"}
         return {
-            **images,
+            **model_inputs(self._images(k, t), self.instructions[k], self.input_transform),
             "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
             "action_is_pad": torch.from_numpy(steps >= m),
             **sensor,

@@ -1,0 +1,65 @@
+"""A live sensor stream: the samples of one episode as they arrive, cut into windows as the dataset does.
+
+A deployed policy receives the sensor samples since its previous query (the observation contract of
+:mod:`vla_sensor.data.observation`). :class:`LiveSensorStream` keeps the recent ones in a ring
+buffer and cuts the window that ends at the query's time with :func:`~vla_sensor.data.windows.window_bounds`
+— the function every dataset cache uses — with the same left padding of fixed windows, so a policy
+sees at run time exactly the windows it was trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vla_sensor.data.observation import ObservationError
+from vla_sensor.data.windows import WindowSpec, window_bounds
+
+
+class LiveSensorStream:
+    """The most recent ``capacity`` samples of one episode, and the times the policy was queried at."""
+
+    def __init__(self, channels: int, capacity: int = 8192) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity: expected a positive number of samples, got {capacity}")
+        self.channels = int(channels)
+        self.capacity = int(capacity)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the episode (call before each episode)."""
+        self.timestamps = np.zeros(0, np.float64)
+        self.values = np.zeros((0, self.channels), np.float32)
+        self.query_times: list[float] = []
+
+    def append(self, timestamps: np.ndarray, values: np.ndarray) -> None:
+        """Add the samples since the previous call (timestamps increasing, after the last one kept)."""
+        if values.shape[1:] != (self.channels,):
+            raise ObservationError(f"sensor.values: expected (n, {self.channels}), got {values.shape}")
+        if timestamps.shape[0] and self.timestamps.shape[0] and timestamps[0] <= self.timestamps[-1]:
+            raise ObservationError(
+                f"sensor.timestamps: the new samples start at {timestamps[0]:.6f} s, not after the previous "
+                f"observation's last sample at {self.timestamps[-1]:.6f} s; send only the samples since then"
+            )
+        self.timestamps = np.concatenate([self.timestamps, timestamps])[-self.capacity :]
+        self.values = np.concatenate([self.values, values.astype(np.float32, copy=False)])[-self.capacity :]
+
+    def window(self, spec: WindowSpec, time: float | None = None) -> tuple[np.ndarray, int]:
+        """The float32 (T, C) window ending at ``time`` (default: the latest sample) and its valid length.
+
+        ``time`` joins :attr:`query_times`: an adaptive window starts at the previous query, as a
+        recorded one starts at the previous action step.
+        """
+        if not self.timestamps.shape[0]:
+            raise ObservationError("sensor: no sample received yet; the first observation must carry one")
+        t = float(self.timestamps[-1] if time is None else time)
+        self.query_times.append(t)
+        ends = np.asarray(self.query_times)
+        start, end = window_bounds(self.timestamps, ends, spec, source="live sensor stream")
+        rows = self.values[int(start[-1]) : int(end[-1])]
+        length = rows.shape[0]
+        fixed = spec.fixed_length
+        if fixed is None or length >= fixed:
+            return rows, length
+        out = np.zeros((fixed, self.channels), np.float32)
+        out[fixed - length :] = rows
+        return out, length
