@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from vla_sensor import DataFormatError, InsertionDataset, TrajectoryReader
 from vla_sensor.data.build import make_reader
-from vla_sensor.data.config import ReaderConfig, strategy_settings
+from vla_sensor.data.config import ReaderConfig, data_config, strategy_settings
 from vla_sensor.data.format import TrajectoryReaderProtocol
 
 
@@ -149,7 +149,7 @@ def test_custom_reader_plugs_in_through_hydra_target(tmp_path: Path, small_dirs:
                 return t
         """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = OmegaConf.merge(OmegaConf.structured(ReaderConfig), {"_target_": "my_reader.MyReader"})
+    cfg = data_config(reader=OmegaConf.merge(OmegaConf.structured(ReaderConfig), {"_target_": "my_reader.MyReader"}))
     reader = make_reader(cfg)
     assert isinstance(reader, TrajectoryReaderProtocol)
     ds = InsertionDataset(small_dirs[1], reader=reader, cache_strategy="stream", sensor_window_size=32,

@@ -89,11 +89,17 @@ def split_trajectories(
     return [d for i, d in enumerate(dirs) if i not in val_idx], [d for i, d in enumerate(dirs) if i in val_idx]
 
 
-def make_reader(reader_cfg: Any) -> Any:
-    """Instantiate ``data.reader`` (its ``_target_`` may name a user's own reader class)."""
+def make_reader(data_cfg: Any) -> Any:
+    """The reader of ``data.format``: ``data.reader`` (its ``_target_`` may name a user's own class) for
+    the native layout, the LeRobot reader with ``data.lerobot`` for a LeRobot dataset."""
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-    return instantiate(reader_cfg, _convert_="all")
+    if getattr(data_cfg.format, "value", data_cfg.format) == "lerobot":
+        from vla_sensor.data.lerobot import LeRobotReader
+
+        return LeRobotReader(**OmegaConf.to_container(data_cfg.lerobot))
+    return instantiate(data_cfg.reader, _convert_="all")
 
 
 def build_datasets(data_cfg: Any) -> tuple[Any, Any | None, ActionStats]:
@@ -102,13 +108,13 @@ def build_datasets(data_cfg: Any) -> tuple[Any, Any | None, ActionStats]:
     from vla_sensor.data.dataset import InsertionDataset
 
     cfg = data_config(data_cfg)
-    reader = make_reader(cfg.reader)
+    reader = make_reader(cfg)
     root = None
     if cfg.trajectory_dirs:
         dirs = [Path(d) for d in cfg.trajectory_dirs]  # each checked by reader.read
     else:
         root = Path(cfg.root)
-        if not root.is_dir() and cfg.generate_if_missing:
+        if not root.is_dir() and cfg.generate_if_missing and cfg.format.value == "native":
             ensure_demo_data(root, cfg.synthetic)
         dirs = discover_trajectories(reader, root)
     train_dirs, val_dirs = split_trajectories(dirs, cfg.val_fraction, list(cfg.val_dirs), cfg.seed, root)

@@ -15,7 +15,15 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from vla_sensor.data.lerobot.config import LeRobotConfig
 from vla_sensor.data.storage import StorageDtype
+
+
+class DataFormat(str, Enum):
+    """The on-disk layout under ``data.root``."""
+
+    native = "native"  # one directory per trajectory: actions.npz, images/<view>/, sensor*.npz (data.reader)
+    lerobot = "lerobot"  # a LeRobot v3.0 dataset, episodes as trajectories (data.lerobot)
 
 
 class CachedStrategy(str, Enum):
@@ -73,12 +81,14 @@ class DataConfig:
     """Everything that builds the train/validation datasets and loaders."""
 
     root: str = "data/demo"
+    format: DataFormat = DataFormat.native
     trajectory_dirs: list[str] = field(default_factory=list)
     val_dirs: list[str] = field(default_factory=list)
     val_fraction: float = 0.25
     generate_if_missing: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)  # data.format=native
+    lerobot: LeRobotConfig = field(default_factory=LeRobotConfig)  # data.format=lerobot
     horizon: int = 8
     instruction: Optional[str] = None  # noqa: UP045
     sensor_window_size: int = 650
@@ -103,6 +113,14 @@ class DataConfig:
 _CACHE_KWARGS = {"cache_dtype": "dtype", "cache_dir": "cache_dir", "verify_full": "verify_full",
                  "decode_on_device": "decode_on_device"}
 _ALIASES = {"cache_sensor_windows": "cache"}
+
+
+def strategy_settings(strategy: str) -> dict[str, Any]:
+    """Dataset arguments for one of the four ways to produce windows: ``none`` (no cache, re-read the
+    sensor files per sample), ``windows``, ``stream`` or ``mmap`` — for code that compares them."""
+    if strategy == "none":
+        return {"cache": False}
+    return {"cache": True, "cache_strategy": CachedStrategy(strategy).value}
 
 
 def data_config(config: Any = None, **kwargs: Any) -> DictConfig:

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from lerobot_fixtures import IMAGES_KC, VIDEO_WRENCH, WRENCH_FEATURES, arrays
 
 from vla_sensor.bench.lerobot_bench import format_lerobot_section, measure_lerobot
+from vla_sensor.data.config import strategy_settings
 from vla_sensor.data.dataset import InsertionDataset
 from vla_sensor.data.lerobot import LeRobotReader
 
 VIEWS = ["observation.images.top", "observation.images.wrist"]
 
 
-def _strategy(strategy: str) -> dict[str, Any]:
-    """Dataset arguments selecting ``strategy`` (``none``: no cache)."""
-    try:
-        from vla_sensor.data.config import strategy_settings
-    except ImportError:  # the dataset's older keyword arguments
-        return {"cache_sensor_windows": strategy != "none", "cache_strategy": strategy}
-    return strategy_settings(strategy)
-
-
 def _dataset(strategy: str, dtype: str, cache_dir: Path) -> InsertionDataset:
     reader = LeRobotReader(sensor_features=["observation.sensor"], expected_channels=1026)
     return InsertionDataset(reader.discover(IMAGES_KC), horizon=2, sensor_window_size=100, view_selection=VIEWS,
                             cache_dtype=dtype, cache_dir=str(cache_dir), reader=reader, image_size=(24, 32),
-                            progress=False, **_strategy(strategy))
+                            progress=False, **strategy_settings(strategy))
 
 
 @pytest.mark.parametrize(("strategy", "dtype"), [("none", "float32"), ("stream", "float16"), ("mmap", "float32"),
@@ -67,7 +58,7 @@ def test_video_dataset_builds_its_image_cache(tmp_path: Path) -> None:
     reader = LeRobotReader(sensor_features=WRENCH_FEATURES)
     ds = InsertionDataset(reader.discover(VIDEO_WRENCH), sensor_window_size=26, view_selection=None,
                           cache_dir=str(tmp_path / "cache"), reader=reader, progress=False, image_size=(32, 48),
-                          **_strategy("mmap"))
+                          **strategy_settings("mmap"))
     assert ds.view_selection == ["observation.images.top"] and ds.image_cache is not None
     assert ds[14]["images"].shape == (1, 3, 32, 48) and ds.num_channels == 14
 
