@@ -1,9 +1,9 @@
-"""The seed's public names stay importable from the package root."""
+"""The original API's public names stay importable from the package root."""
 
 import vla_sensor
 
 
-def test_seed_names_are_declared() -> None:
+def test_original_api_names_are_declared() -> None:
     for name in [
         "SensorEncoder",
         "QwenVLAWithSensor",

@@ -158,6 +158,6 @@ def test_markdown_tables(quick_run: tuple[Path, str]) -> None:
         "### Targets",
     ):
         assert heading in md, heading
-    assert "| Metric | Before (no cache) | After (seed's `windows`) | `stream` | `mmap` | Improvement (×) |" in md
+    assert "| Metric | No cache | Per-window cache (`windows`) | `stream` | `mmap` | Improvement (×) |" in md
     assert md.count("*Device: CPU: ") >= 4
     assert "nan" not in md.lower().replace("nanosec", "")

@@ -28,7 +28,7 @@ def test_fixed_window_is_the_last_samples_and_left_padded_at_start() -> None:
     assert w.shape == (650, 1026) and length == 100
     assert not w[:550].any()
     np.testing.assert_array_equal(w[550:, 1:], a[:100])
-    # the seed's default call: 2-D forces are concatenated too, window ends at the last sample
+    # the original API's default call: 2-D forces are concatenated too, window ends at the last sample
     w = extract_sensor_window(ts, np.stack([f, f], 1), a[:, :10], window_size=20)
     assert w.shape == (20, 12)
 

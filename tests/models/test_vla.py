@@ -214,7 +214,7 @@ def test_gradient_checkpointing_same_loss_and_grads(tiny_model_factory, batch_fo
     assert results[0][1].keys() == results[1][1].keys()
     for n, g in results[0][1].items():
         torch.testing.assert_close(g, results[1][1][n], atol=1e-5, rtol=1e-4, msg=n)
-    # the seed's Example 3 spelling
+    # the original API's spelling: switched on as an attribute of the built model
     model = tiny_model_factory()
     model.sensor_encoder.gradient_checkpointing = True
     model(batch_for(model, 2))["loss"].backward()

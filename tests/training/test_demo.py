@@ -32,7 +32,7 @@ def test_demo_trains_and_exports(tmp_path):
 
 
 def test_cubic_with_cache_trains_through_a_trajectory_start(tmp_path):
-    """The design card's ``encoder.interpolation_mode=cubic data.cache=true``: the first windows of a
+    """``python train.py encoder.interpolation_mode=cubic data.cache=true``: the first windows of a
     trajectory hold fewer than 4 sensor rows and must not stop training."""
     train_py(["encoder.interpolation_mode=cubic", "data.cache=true", "output_dir=run", "data.root=demo",
               "data.synthetic.trajectories=2", "data.synthetic.seconds=1", "data.val_fraction=0",

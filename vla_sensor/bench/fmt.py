@@ -28,7 +28,10 @@ def timing(t: dict[str, Any] | None) -> str:
 
 
 def nbytes(value: float | None) -> str:
-    """Bytes in decimal units (MB = 10^6 B), as sizes are quoted in the design note."""
+    """Bytes in decimal units (MB = 10^6 B).
+
+    The units in which the published figures of the original sensor-caching implementation quote sizes.
+    """
     if value is None or not math.isfinite(value):
         return NA
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

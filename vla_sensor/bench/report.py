@@ -1,8 +1,9 @@
 """Markdown tables, the JSON file and the bar chart, all from one results dict.
 
-The tables follow the design note's shape (Metric | Before | After | Improvement) with our
-strategies as extra columns: "Before" is the no-cache path, "After (seed's windows)" the seed's
-per-window cache, then ``stream`` and ``mmap``. Every table is headed with the device it ran on.
+Each table has one column per sensor-cache strategy, compared side by side: "No cache" is the
+no-cache path (``data.cache=false``: every sample re-reads its sensor file), "Per-window cache" is
+strategy ``windows`` (every window pre-extracted into its own array), then ``stream`` and ``mmap``,
+and a last column with the ratios. Every table is headed with the device it ran on.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from vla_sensor.bench import fmt
 from vla_sensor.bench.targets import TargetResult
 
 STRATEGY_COLUMNS = {
-    "none": "Before (no cache)",
-    "windows": "After (seed's `windows`)",
+    "none": "No cache",
+    "windows": "Per-window cache (`windows`)",
     "stream": "`stream`",
     "mmap": "`mmap`",
 }
@@ -37,15 +38,15 @@ def _med(t: dict[str, Any] | None) -> float | None:
     return None if not t else float(t["median"])
 
 
-def _improvement(before: float | None, per: dict[str, float | None]) -> str:
-    """``best×`` over our strategies plus the seed's windows for reference (before / after)."""
+def _improvement(no_cache: float | None, per: dict[str, float | None]) -> str:
+    """No-cache time ÷ the best of ``stream``/``mmap`` (bold), then ÷ the per-window cache for reference."""
     ours = {s: v for s, v in per.items() if s in FAST and v}
     parts = []
     if ours:
         best = min(ours, key=lambda s: ours[s])  # type: ignore[arg-type,return-value]
-        parts.append(f"**{fmt.ratio(fmt.safe_div(before, ours[best]))}** ({best})")
+        parts.append(f"**{fmt.ratio(fmt.safe_div(no_cache, ours[best]))}** ({best})")
     if per.get("windows"):
-        parts.append(f"windows {fmt.ratio(fmt.safe_div(before, per['windows']))}")
+        parts.append(f"windows {fmt.ratio(fmt.safe_div(no_cache, per['windows']))}")
     return "; ".join(parts) or fmt.NA
 
 
@@ -113,13 +114,13 @@ def loading_table(results: dict[str, Any]) -> str:
         "The loading process runs with the thread count above, as DataLoader workers do. \"As returned\" is what `dataset.sensor_window(i)` costs (float32 "
         "`stream`/`mmap`/`windows` return a view of the cache); \"materialized\" adds the copy into a batch "
         "buffer that collation makes, and is the figure compared with the memcpy floor. Improvement: "
-        "before ÷ the best of `stream`/`mmap` (bold), and before ÷ the seed's `windows`."
+        "no cache ÷ the best of `stream`/`mmap` (bold), and no cache ÷ the per-window cache (`windows`)."
     )
     return "\n\n".join(["### Data Loading Speed", device_heading(results, threads=data.get("torch_threads")), fmt.table(header, rows), note])
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """The design note's "Benchmarking Results" table."""
+    """Dataset init, first and later epochs and per-sample loading, one column per strategy."""
     data = results.get("data") or {}
     if "init" not in data:
         return f"### Benchmarking Results\n\nNot measured: {data.get('skipped', 'section disabled')}."
@@ -221,7 +222,7 @@ def encoder_table(results: dict[str, Any]) -> str:
                 f"**{fmt.percent(row['memory_ratio'] - 1)}**",
             ]
         )
-    header = ["Input", "Step (no checkpointing)", "Step (checkpointing)", "Time ×", f"Activations, {metric} (before)", "(after)", "Savings"]
+    header = ["Input", "Step (no checkpointing)", "Step (checkpointing)", "Time ×", f"Activations, {metric} (no checkpointing)", "(checkpointing)", "Savings"]
     sizes = (
         f"B={training['batch_size']}, C={training['channels']}, hidden {training['hidden_dim']}, "
         f"output {training['output_dim']}, {training['parameters'] / 1e6:.1f} M parameters; one step = "
@@ -283,7 +284,7 @@ def model_table(results: dict[str, Any]) -> str:
     header = ["Config", "Device", "B", "Step", "Samples/s", "Peak memory", "Saved for backward", "Trainable / total params", "Status"]
     note = (
         "One step = forward + backward + AdamW on a batch of generated samples passed through the model's "
-        "sample transform and the collate. Peak memory on CPU: resident-set growth during a step (sampled "
+        "input transform (Qwen-VL pre-processing) and the collate. Peak memory on CPU: resident-set growth during a step (sampled "
         "every ms, after a first step created the optimizer state, so mostly reused memory); on a GPU: the "
         "allocator's peak. Saved for backward: activation bytes autograd kept (unique storages, parameters "
         "excluded)."

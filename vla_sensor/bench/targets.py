@@ -1,4 +1,7 @@
-"""The issue's targets, checked against the measured results (pass / fail / not measured).
+"""The benchmark's performance targets, checked against the measured results (pass / fail / not measured).
+
+"The no-cache path" is ``data.cache=false`` (every sample re-reads its sensor file); the speed-ups
+are measured against it, the memory targets against the raw sensor stream and the memcpy floor.
 
 Each check reads only the results dict, so a stored JSON can be re-checked without re-running.
 """

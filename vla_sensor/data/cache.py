@@ -1,8 +1,9 @@
 """Sensor cache strategies: how a sample's sensor window is produced.
 
-- ``none``: the seed's "before" — every sample re-reads its trajectory's NPZ and cuts the window.
-- ``windows``: the seed's "after" — every window pre-extracted at init into its own array; memory
-  grows with samples × window. Kept as the reference.
+- ``none``: the no-cache path (``data.cache=false``) — every sample re-reads its trajectory's NPZ
+  and cuts the window.
+- ``windows``: the per-window cache — every window pre-extracted at init into its own array; memory
+  grows with samples × window. Kept as the reference the benchmark compares against.
 - ``stream``: each trajectory's stream read once into one contiguous array; every sample's
   ``(start, end)`` rows precomputed with ``searchsorted``; a sample is a slice (a view, no copy, for
   float32). Memory ≈ the raw stream.
@@ -223,7 +224,7 @@ class SensorCache:
 
 
 class NoCache(SensorCache):
-    """The seed's "before": re-read the NPZ for every sample."""
+    """The no-cache path (``data.cache=false``): re-read the NPZ for every sample."""
 
     strategy = CacheStrategy.none
 
@@ -235,7 +236,7 @@ class NoCache(SensorCache):
 
 
 class WindowsCache(SensorCache):
-    """The seed's "after": one stored array per sample window (reference; memory ∝ samples × T)."""
+    """The per-window cache: one stored array per sample window (reference; memory ∝ samples × T)."""
 
     strategy = CacheStrategy.windows
 

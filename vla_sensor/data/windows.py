@@ -128,7 +128,7 @@ def extract_sensor_window(
     return_length: bool = False,
     source: str = "sensor stream",
 ) -> np.ndarray | tuple[np.ndarray, int]:
-    """Cut one sensor window out of a stream (the seed's function, same signature and defaults).
+    """Cut one sensor window out of a stream (the original API: same signature and defaults).
 
     Returns a float32 ``(T, C)`` array with ``C = F + alines.shape[1]`` (1026 for 1 force + 1025
     OCT samples); with ``return_length=True`` returns ``(window, valid_length)``. The valid rows are
