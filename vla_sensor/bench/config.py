@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-SECTIONS = ("floor", "data", "memory", "encoder", "model")
+SECTIONS = ("floor", "data", "memory", "encoder", "model", "sim", "lerobot")
 
 
 @dataclass
@@ -77,6 +77,7 @@ class ModelBenchConfig:
 @dataclass
 class BenchmarkConfig:
     name: str = "full"
+    quick: bool = False  # CI size for the sections sized by a switch (sim, lerobot)
     output_dir: str = "benchmark_results"
     work_dir: str | None = None  # where recordings and caches go; None: a fresh temp dir
     keep_work_dir: bool = False

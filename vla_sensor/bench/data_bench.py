@@ -74,16 +74,15 @@ class DataBench:
         return path
 
     def build(self, strategy: str, dtype: str = "float32", cache_dir: Path | None = None) -> Any:
+        from vla_sensor.data.config import strategy_settings
         from vla_sensor.data.dataset import InsertionDataset
 
-        cached = strategy != "none"
         return InsertionDataset(
             [str(p) for p in self.paths],
             horizon=self.cfg.horizon,
             sensor_window_size=self.cfg.window,
             view_selection=list(self.cfg.views),
-            cache=cached,
-            **({"cache_strategy": strategy} if cached else {}),
+            **strategy_settings(strategy),
             cache_dtype=dtype,
             # the decoded-image cache (on with any sensor cache) lives in the work dir for every strategy
             cache_dir=str(cache_dir if cache_dir is not None else self.work_dir / "cache"),
@@ -167,16 +166,18 @@ class DataBench:
         return out
 
     # ----------------------------------------------------------------- batches
-    def loader(self, ds: Any, num_workers: int, salt: int = 0, indices: list[int] | None = None) -> Any:
-        """The loader training uses (:func:`vla_sensor.data.build_loader`, main-process gather on) over
-        shuffled full batches of ``indices`` (default: every sample)."""
+    def loader(self, ds: Any, num_workers: int, salt: int = 0, indices: list[int] | None = None,
+               gather: bool = True) -> Any:
+        """The loader training uses (:func:`vla_sensor.data.build_loader`) over shuffled full batches of
+        ``indices`` (default: every sample); ``gather=False`` makes the workers read the windows."""
         from vla_sensor.data.config import data_config
         from vla_sensor.data.loader import build_loader
 
         order = self.sample_order(len(ds), len(ds), salt=100 + salt) if indices is None else list(indices)
         size = self.cfg.batch_size
         batches = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
-        data = data_config(batch_size=size, num_workers=num_workers, seed=self.cfg.seed * 1000 + salt)
+        data = data_config(batch_size=size, num_workers=num_workers, seed=self.cfg.seed * 1000 + salt,
+                           gather_sensor_in_main=gather)
         return build_loader(ds, data, shuffle=True, batches=batches)
 
     def time_batches(self, ds: Any, strategy: str, num_workers: int) -> Timing:
@@ -213,7 +214,9 @@ class DataBench:
         main_before_loader = read_smaps_rollup() if smaps_available() else None
         before = set(child_pids())
         start = time.perf_counter()
-        loader = self.loader(ds, workers, salt=7, indices=subset)
+        # the workers read the windows themselves here, so the memory figures say whether each worker
+        # shares the cache's pages or holds a private copy
+        loader = self.loader(ds, workers, salt=7, indices=subset, gather=False)
         for _ in loader:
             pass
         first = time.perf_counter() - start

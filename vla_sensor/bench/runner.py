@@ -104,13 +104,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
             sections["model"] = time.perf_counter() - t0
         else:
             results["model"] = {"skipped": "section disabled"}
+        results.update(_extra_sections(cfg, work_dir, sections))
     finally:
         if not cfg.keep_work_dir and not cfg.work_dir:
             shutil.rmtree(work_dir, ignore_errors=True)
     results["meta"]["duration_s"] = time.perf_counter() - started
     targets = evaluate(results)
     results["targets"] = [t.to_dict() for t in targets]
-    text = report.markdown(results, targets)
+    text = report.markdown(results, targets) + _extra_markdown(results)
     (output_dir / MARKDOWN_NAME).write_text(text)
     report.write_json(results, output_dir / JSON_NAME)
     results["meta"]["chart"] = bool(cfg.chart and report.write_chart(results, output_dir / CHART_NAME))
@@ -118,6 +119,33 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     print(text)
     log.info("wrote %s, %s%s in %s", MARKDOWN_NAME, JSON_NAME, f", {CHART_NAME}" if results["meta"]["chart"] else "", output_dir)
     return results
+
+
+def _extra_sections(cfg: BenchmarkConfig, work_dir: Path, seconds: dict[str, float]) -> dict[str, Any]:
+    """The simulator and LeRobot sections (each needs only its own packages)."""
+    out: dict[str, Any] = {}
+    if "sim" in cfg.sections:
+        from vla_sensor.bench.sim_bench import measure_policy_rollouts, measure_sim
+
+        t0 = time.perf_counter()
+        out["sim"] = {**measure_sim(cfg.quick), "policy": measure_policy_rollouts(cfg.quick)}
+        seconds["sim"] = time.perf_counter() - t0
+    if "lerobot" in cfg.sections:
+        from vla_sensor.bench.lerobot_bench import measure_lerobot
+
+        t0 = time.perf_counter()
+        out["lerobot"] = measure_lerobot(cfg.quick, work_dir)
+        seconds["lerobot"] = time.perf_counter() - t0
+    return out
+
+
+def _extra_markdown(results: dict[str, Any]) -> str:
+    from vla_sensor.bench.lerobot_bench import format_lerobot_section
+    from vla_sensor.bench.sim_bench import format_sim_section
+
+    parts = [format_sim_section(results["sim"])] if "sim" in results else []
+    parts += [format_lerobot_section(results["lerobot"])] if "lerobot" in results else []
+    return "".join("\n" + p for p in parts)
 
 
 def run_from_hydra(node: DictConfig) -> dict[str, Any]:

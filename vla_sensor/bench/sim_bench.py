@@ -61,6 +61,31 @@ def measure_sim(quick: bool) -> dict[str, Any]:
     }
 
 
+def measure_policy_rollouts(quick: bool) -> dict[str, Any]:
+    """Closed-loop episodes per minute of the tiny model (random weights, CPU) through the run policy's
+    full path: live windowing, image resize, Qwen-VL pre-processing, forward pass, receding horizon."""
+    from omegaconf import OmegaConf
+
+    from vla_sensor.data.config import DataConfig
+    from vla_sensor.eval.policy import RunPolicy
+    from vla_sensor.execution import ExecutionConfig
+    from vla_sensor.models.vla import build_model
+    from vla_sensor.sim.rollout import run_episodes
+
+    episodes = 2 if quick else 10
+    model = build_model({"sensor_hidden_dim": 64, "sensor_output_dim": 128}, action_dim=3, horizon=8,
+                        view_selection=["left", "oak"], image_size=(56, 56))
+    policy = RunPolicy(model, OmegaConf.structured(DataConfig))
+    t0 = time.perf_counter()
+    records = run_episodes(policy, range(episodes), {"episode_seconds": EPISODE_SECONDS},
+                           ExecutionConfig(execute_steps=4), progress=False, frames=0)
+    seconds = time.perf_counter() - t0
+    queries = sum(r.queries for r in records)
+    return {"episodes": episodes, "seconds": seconds, "episodes_per_minute": 60.0 * episodes / seconds,
+            "queries": queries, "ms_per_step": 1e3 * seconds / sum(r.steps for r in records),
+            "minutes_for_50": 50 * seconds / episodes / 60.0}
+
+
 def format_sim_section(result: dict[str, Any]) -> str:
     """The benchmark report's simulator section (markdown)."""
     s = result["share"]
@@ -78,6 +103,11 @@ def format_sim_section(result: dict[str, Any]) -> str:
         ("episode on disk", fmt.nbytes(result["episode_bytes_without_images"]) + " + images"),
         ("expert success in this run", f"{100 * result['expert_success_rate']:.0f}% of {result['episodes']}"),
     ]
+    policy = result.get("policy")
+    if policy:
+        rows.append(("closed-loop evaluation, tiny model (CPU, 4 actions per query)",
+                     f"{policy['episodes_per_minute']:.1f} episodes/min, {policy['ms_per_step']:.0f} ms per "
+                     f"control step: 50 episodes in {policy['minutes_for_50']:.1f} min"))
     lines = ["### Simulator", "", "| measure | value |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in rows]
     return "\n".join(lines) + "\n"
