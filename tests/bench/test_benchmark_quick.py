@@ -137,6 +137,10 @@ def test_json_complete_and_finite(quick_run: tuple[Path, str]) -> None:
     assert rows and all(row["status"] for row in rows)
     assert any(row["device"] == "cuda" for row in rows)  # labelled, measured or skipped
 
+    sim = r["sim"]
+    assert sim["episodes_per_minute"] > 0 and 0 <= sim["expert_success_rate"] <= 1
+    assert sim["policy"]["episodes"] > 0 and sim["policy"]["ms_per_step"] > 0
+    assert r["lerobot"]["trajectories"] > 0
     targets = r["targets"]
     assert len(targets) >= 10
     for t in targets:
@@ -156,6 +160,8 @@ def test_markdown_tables(quick_run: tuple[Path, str]) -> None:
         "### The floor: a plain memory copy of the same bytes",
         "### Model training step",
         "### Targets",
+        "### Simulator",
+        "### LeRobot datasets",
     ):
         assert heading in md, heading
     assert "| Metric | No cache | Per-window cache (`windows`) | `stream` | `mmap` | Improvement (×) |" in md

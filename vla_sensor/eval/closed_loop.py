@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from vla_sensor.eval.config import SimEvalConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +61,8 @@ def evaluate_in_sim(run_dir: str | Path, sim: Any, *, checkpoint: str | None = N
     out = Path(output_dir) if output_dir else run_dir / "eval"
     summary = summarize(records)
     summary["run_dir"] = str(run_dir)
-    summary["settings"] = {**OmegaConf.to_container(OmegaConf.create(dict(sim)), resolve=True, enum_to_str=True),
+    settings = OmegaConf.merge(OmegaConf.structured(SimEvalConfig), sim)
+    summary["settings"] = {**OmegaConf.to_container(settings, resolve=True, enum_to_str=True),
                            "views": policy.views, "processes": accelerator.num_processes}
     files: dict[str, Path] = {}
     if accelerator.is_main_process:
