@@ -47,7 +47,7 @@ def create_integrated_dataloader(
         **settings,
     )
     dataset = InsertionDataset(list(trajectory_dirs), cfg)
-    return build_loader(dataset, cfg, shuffle=shuffle, drop_last=drop_last)
+    return build_loader(dataset, shuffle=shuffle, drop_last=drop_last)
 
 
 __all__ = [

@@ -112,6 +112,17 @@ def discover_trajectories(reader: Any, root: str | os.PathLike[str]) -> list[Pat
     return discover_trajectory_dirs(root, getattr(reader, "actions_file", "actions.npz"))
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a DataFormatError naming the file when it is unreadable or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: invalid JSON ({exc}); expected an object") from exc
+    if not isinstance(value, dict):
+        raise DataFormatError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def check_directory(path: str | os.PathLike[str], what: str = "trajectory directory") -> Path:
     """Return ``path`` as a Path, or raise naming close sibling names when it does not exist."""
     p = Path(path)
@@ -275,12 +286,7 @@ class TrajectoryReader:
         path = root / self.meta_file
         if not path.exists():
             return {}
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataFormatError(f"{path}: invalid JSON ({exc}); expected an object") from exc
-        if not isinstance(meta, dict):
-            raise DataFormatError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+        meta = read_json_object(path)
         if meta.get("instruction") is not None and not isinstance(meta["instruction"], str):
             raise DataFormatError(
                 f"{path}:instruction: expected a string, got {type(meta['instruction']).__name__}"

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vla_sensor.data.collate import collate_samples
+from vla_sensor.data.config import data_config
 from vla_sensor.data.sampler import EpochBatchSampler, LengthBucketBatchSampler, ShardedBatchSampler
 
 REFS_KEY = "sensor_window_refs"
@@ -42,7 +43,7 @@ def make_batch_sampler(
 
 def build_loader(
     dataset: Dataset,
-    data: Any,
+    data: Any = None,
     *,
     shuffle: bool,
     drop_last: bool = False,
@@ -51,11 +52,16 @@ def build_loader(
     pin_memory: bool = False,
     batches: Iterable[list[int]] | None = None,
     collate_fn: Callable[[list[Any]], Any] = collate_samples,
+    **overrides: Any,
 ) -> BatchLoader:
     """Batches of ``dataset`` as configured by ``data`` (batch size, workers, buckets, seed, gather).
 
-    ``batches`` replaces the sampler (the training loop's endless, resumable order).
+    ``data``: the ``data`` config (None: the dataset's own); ``overrides``: fields of it by name, e.g.
+    ``build_loader(ds, shuffle=True, batch_size=16, num_workers=4)``. ``batches`` replaces the sampler
+    (the training loop's endless, resumable order).
     """
+    if data is None or overrides:
+        data = data_config(data if data is not None else dataset.config, **overrides)  # type: ignore[attr-defined]
     if batches is None:
         batches = make_batch_sampler(dataset, data, shuffle=shuffle, drop_last=drop_last,
                                      num_replicas=num_replicas, rank=rank)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,16 +28,6 @@ def format_table(summary: Mapping[str, Any], action_names: Sequence[str] | None 
         for name, l1, mse in zip(names, dims, overall["mse_per_action_dim"]):
             lines.append(f"| {name} | {l1:.4f} | {mse:.4f} |")
     return "\n".join(lines)
-
-
-def write_json_atomic(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def plot_action_traces(

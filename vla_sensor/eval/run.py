@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vla_sensor.data.writer import write_json_atomic
 from vla_sensor.eval.metrics import ActionErrorAccumulator
-from vla_sensor.eval.report import format_table, plot_action_traces, plot_error_by_horizon, write_json_atomic
+from vla_sensor.eval.report import format_table, plot_action_traces, plot_error_by_horizon
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from vla_sensor.eval.report import write_json_atomic
+from vla_sensor.data.writer import write_json_atomic
 
 
 def sweep_job_dirs(sweep_dir: Path) -> list[Path]:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_sensor.data.format import DEFAULT_INSTRUCTION
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -138,7 +140,7 @@ class PromptSpec:
     sensor_token_id: int | None = None
     num_sensor_tokens: int = 0
     template: str = "<|im_start|>user\n{vision}{sensor}{instruction}<|im_end|>\n<|im_start|>assistant\n"
-    default_instruction: str = "Insert the needle into the target."
+    default_instruction: str = DEFAULT_INSTRUCTION
     extra: dict[str, Any] = field(default_factory=dict)
 
 

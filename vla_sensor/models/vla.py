@@ -407,7 +407,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
 
 
-_MODEL_FIELDS = ("sensor_enabled", "sensor_hidden_dim", "sensor_output_dim", "fusion", "num_sensor_tokens",
+MODEL_FIELDS = ("sensor_enabled", "sensor_hidden_dim", "sensor_output_dim", "fusion", "num_sensor_tokens",
                  "pooling", "loss", "head_hidden_dim", "head_num_layers", "head_dropout")
 
 
@@ -419,9 +419,9 @@ def model_settings(config: Any = None, **direct: Any) -> dict[str, Any]:
 
     given = _plain(config) if config is not None else {}
     merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModelConfig),
-                                                    {k: v for k, v in given.items() if k in _MODEL_FIELDS}),
+                                                    {k: v for k, v in given.items() if k in MODEL_FIELDS}),
                                     enum_to_str=True)
-    out = {k: merged[k] for k in _MODEL_FIELDS}
+    out = {k: merged[k] for k in MODEL_FIELDS}
     for key, value in direct.items():
         if value is None:
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_sensor.data.writer import write_json_atomic
 from vla_sensor.sim.rollout import EpisodeRecord, summarize
 from vla_sensor.sim.scene import SuccessCriterion
 
@@ -25,12 +25,6 @@ def _figure(width: float, height: float):
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
     return fig
-
-
-def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def _pick(records: list[EpisodeRecord], count: int) -> list[EpisodeRecord]:
@@ -111,7 +105,7 @@ def write_sim_report(
     payload = dict(summary) if summary is not None else summarize(records, criterion.force_limit_n)
     payload.setdefault("criterion", criterion.to_dict())
     paths = {"metrics": out / "sim_metrics.json"}
-    _write_json_atomic(paths["metrics"], payload)
+    write_json_atomic(paths["metrics"], payload)
     sheet = contact_sheet(records, out / "sim_rollouts.png")
     if sheet is not None:
         paths["rollouts"] = sheet

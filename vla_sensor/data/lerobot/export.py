@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from vla_sensor.data.errors import DataFormatError
-from vla_sensor.data.format import Trajectory, TrajectoryReader, discover_trajectory_dirs
+from vla_sensor.data.format import DEFAULT_INSTRUCTION, Trajectory, TrajectoryReader, discover_trajectory_dirs
 from vla_sensor.data.lerobot import stats as st
 from vla_sensor.data.lerobot.meta import (
     CODEBASE_VERSION,
@@ -42,7 +42,6 @@ from vla_sensor.data.lerobot.stream import hold_indices, stream_timestamps
 from vla_sensor.data.lerobot.video import encode_video
 
 IMAGE_PREFIX = "observation.images."
-DEFAULT_TASK = "Insert the needle into the target."
 FPS_TOLERANCE = 0.05  # action intervals may deviate this fraction of 1/fps
 GRID_TOLERANCE_S = 1e-4  # LeRobot's default timestamp tolerance
 ROW_GROUP_BYTES = 32 << 20
@@ -302,7 +301,7 @@ def export_dataset(src: str | os.PathLike[str], out: str | os.PathLike[str], set
     frames = 0
     for e, traj in enumerate(trajs):
         _check_layout(traj, lay, s)
-        task = traj.instruction or DEFAULT_TASK
+        task = traj.instruction or DEFAULT_INSTRUCTION
         if task not in tasks:
             tasks.append(task)
         times = frame_times(traj, s.fps)

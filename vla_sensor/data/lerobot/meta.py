@@ -6,7 +6,6 @@ error can name the file and feature at fault.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vla_sensor.data.errors import DataFormatError, suggest
+from vla_sensor.data.format import read_json_object
 from vla_sensor.data.lerobot.parquet import read_table
 
 CODEBASE_VERSION = "v3.0"
@@ -89,12 +89,7 @@ class DatasetMeta:
                 f"{path}: missing; expected a LeRobot v3.0 dataset root holding meta/info.json "
                 f"(found: {sorted(p.name for p in self.root.iterdir())[:10]})"
             )
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataFormatError(f"{path}: invalid JSON ({exc})") from exc
-        if not isinstance(info, dict):
-            raise DataFormatError(f"{path}: expected a JSON object, got {type(info).__name__}")
+        info = read_json_object(path)
         version = info.get("codebase_version")
         if version != CODEBASE_VERSION:
             hint = (
