@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vla_sensor.sim._gl import RenderingUnavailable
+from vla_sensor.sim.gl import RenderingUnavailable
 
 RECORD_EPISODES = 3  # the tests expect 3
 RECORD_SEED = 7

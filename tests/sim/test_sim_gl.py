@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vla_sensor.sim._gl import GL_PACKAGES, RenderingUnavailable
+from vla_sensor.sim.gl import GL_PACKAGES, RenderingUnavailable
 
 
 def _python(code: str, mujoco_gl: str | None) -> str:
@@ -26,7 +26,7 @@ def test_mujoco_gl_is_set_before_mujoco_is_imported(given, expected):
 
 def test_a_backend_that_fails_to_load_is_a_clear_error():
     code = (
-        "from vla_sensor.sim._gl import RenderingUnavailable\n"
+        "from vla_sensor.sim.gl import RenderingUnavailable\n"
         "try:\n    import vla_sensor.sim.env\n    print('loaded')\n"
         "except RenderingUnavailable as e:\n    print('clear' if 'MUJOCO_GL' in str(e) else 'unclear')\n"
     )

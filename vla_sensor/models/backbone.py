@@ -98,7 +98,7 @@ def _classes(family: str) -> tuple[type, type]:
     raise BackboneError(f"backbone family must be one of {list(FAMILIES)}, got {family!r}")
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
     """Dataclass / OmegaConf / Enum -> plain Python containers."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -112,9 +112,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 
@@ -129,7 +129,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     from vla_sensor.models.model_config import BackboneConfig
 
     defaults = OmegaConf.to_container(OmegaConf.structured(BackboneConfig), enum_to_str=True)
-    out = {**defaults, **{k: v for k, v in dict(_plain(spec)).items() if v is not None}}
+    out = {**defaults, **{k: v for k, v in dict(to_plain(spec)).items() if v is not None}}
     if out["random_init"] is None:
         out["random_init"] = not out.get("name_or_path")
     if out["family"] not in FAMILIES:

@@ -29,7 +29,7 @@ from vla_sensor.data.format import DEFAULT_INSTRUCTION
 from vla_sensor.data.sensor_decode import decode_sensor_batch
 from vla_sensor.data.windows import SENSOR_CHANNELS
 from vla_sensor.models.action_head import ActionHead, ActionNormalizer, masked_action_loss, stats_to_dict
-from vla_sensor.models.backbone import LoadedBackbone, _plain, load_backbone
+from vla_sensor.models.backbone import LoadedBackbone, load_backbone, to_plain
 from vla_sensor.models.encoder_config import EncoderConfig
 from vla_sensor.models.model_config import ModelConfig
 from vla_sensor.models.stages import apply_lora, configure_stage
@@ -72,7 +72,7 @@ class QwenVLAWithSensor(nn.Module):
         m = model_settings(config, sensor_enabled=sensor_enabled, sensor_hidden_dim=sensor_hidden_dim,
                            sensor_output_dim=sensor_output_dim)
         enc = encoder_settings(encoder)
-        self.init_kwargs: dict[str, Any] = _plain(dict(
+        self.init_kwargs: dict[str, Any] = to_plain(dict(
             config=m, encoder=enc, action_dim=int(action_dim), horizon=int(horizon),
             sensor_channels=int(sensor_channels), view_selection=list(view_selection) if view_selection else None,
             image_size=image_size,
@@ -101,7 +101,7 @@ class QwenVLAWithSensor(nn.Module):
         self.backbone_config = loaded.config
         self.tokenizer = loaded.tokenizer
         self.image_settings = loaded.image_settings
-        self._backbone_spec = _plain(backbone) if not isinstance(backbone, LoadedBackbone | str | os.PathLike) else (
+        self._backbone_spec = to_plain(backbone) if not isinstance(backbone, LoadedBackbone | str | os.PathLike) else (
             {"name_or_path": str(backbone)} if isinstance(backbone, str | os.PathLike) else {}
         )
         self.hidden_size = loaded.hidden_size
@@ -417,7 +417,7 @@ def model_settings(config: Any = None, **direct: Any) -> dict[str, Any]:
     error, never a silent override."""
     from omegaconf import OmegaConf
 
-    given = _plain(config) if config is not None else {}
+    given = to_plain(config) if config is not None else {}
     merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModelConfig),
                                                     {k: v for k, v in given.items() if k in MODEL_FIELDS}),
                                     enum_to_str=True)
@@ -435,7 +435,7 @@ def encoder_settings(encoder: Any = None) -> dict[str, Any]:
     """The sensor encoder's own settings: the ``encoder`` schema's defaults, then ``encoder``."""
     from omegaconf import OmegaConf
 
-    merged = OmegaConf.merge(OmegaConf.structured(EncoderConfig), _plain(encoder) if encoder is not None else {})
+    merged = OmegaConf.merge(OmegaConf.structured(EncoderConfig), to_plain(encoder) if encoder is not None else {})
     return OmegaConf.to_container(merged, enum_to_str=True)  # type: ignore[return-value]
 
 
@@ -451,7 +451,7 @@ def build_model(
     action_stats: Any = None,
 ) -> QwenVLAWithSensor:
     """The policy of the ``model`` and ``encoder`` config groups, sized for the data (used by train.py)."""
-    m = _plain(model_cfg)
+    m = to_plain(model_cfg)
     return QwenVLAWithSensor(backbone=m.get("backbone"), config=m, encoder=encoder_cfg, action_dim=action_dim,
                              horizon=horizon, sensor_channels=sensor_channels, action_stats=action_stats,
                              view_selection=view_selection, image_size=image_size)
@@ -461,7 +461,7 @@ def stage_kwargs(model_cfg: Any) -> dict[str, Any]:
     """``configure_stage`` keyword arguments from the ``model`` config group (the stage itself is the trainer's)."""
     from omegaconf import OmegaConf
 
-    m = OmegaConf.merge(OmegaConf.structured(ModelConfig), _plain(model_cfg))
+    m = OmegaConf.merge(OmegaConf.structured(ModelConfig), to_plain(model_cfg))
     return {"llm": m.llm_training.value, "lora": OmegaConf.to_container(m.lora), "train_vision": m.train_vision}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from vla_sensor.sim import _gl  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
+from vla_sensor.sim import gl  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 
 _EXPORTS = {
     "InsertionEnv": "vla_sensor.sim.env",
@@ -23,7 +23,7 @@ _EXPORTS = {
     "SceneParams": "vla_sensor.sim.scene",
     "SceneRanges": "vla_sensor.sim.scene",
     "SuccessCriterion": "vla_sensor.sim.scene",
-    "RenderingUnavailable": "vla_sensor.sim._gl",
+    "RenderingUnavailable": "vla_sensor.sim.gl",
 }
 
 __all__ = sorted(_EXPORTS)

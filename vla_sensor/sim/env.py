@@ -21,7 +21,7 @@ import numpy as np
 
 from vla_sensor.data.observation import Observation
 from vla_sensor.sim import oct as oct_model
-from vla_sensor.sim._gl import import_mujoco
+from vla_sensor.sim.gl import import_mujoco
 from vla_sensor.sim.scene import (
     CONTROL_HZ,
     MAX_STEP_MM,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vla_sensor.sim._gl import import_mujoco, rendering_error
+from vla_sensor.sim.gl import import_mujoco, rendering_error
 
 mujoco = import_mujoco()
 

@@ -52,7 +52,7 @@ class JsonlTracker(GeneralTracker):
         pass
 
     def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        record = {"step": step, "time": time.time(), **{k: _plain(v) for k, v in values.items()}}
+        record = {"step": step, "time": time.time(), **{k: to_plain(v) for k, v in values.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -65,7 +65,7 @@ def _step_of(line: str, torn: int) -> int:
         return torn
 
 
-def _plain(value):
+def to_plain(value):
     if isinstance(value, torch.Tensor):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
