@@ -5,6 +5,11 @@ Every piece of pre-processing is the dataset's own: the sensor window is cut by
 resized with :func:`~vla_sensor.data.images.resize_image` to the run's image size, the model's
 input transform and :func:`~vla_sensor.data.collate.collate_samples` build the batch. What the policy
 sees in closed loop is what it was trained on.
+
+The loaded model (:class:`LoadedPolicy`) is separate from the episode's state (:class:`PolicySession`,
+one sensor stream), so one model in memory can serve many robots or simulator clients at once, each
+through its own session, all through this one pre-processing path. :class:`RunPolicy` is the
+single-session form the in-process evaluation uses.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from vla_sensor.data.observation import Observation, validate_observation
 from vla_sensor.data.windows import SENSOR_CHANNELS, WindowSpec
 
 
-class RunPolicy:
-    """The exported policy of a training run, acting on a stream of observations (one episode at a time)."""
+class LoadedPolicy:
+    """A model and the run's input settings, shared by every session that acts with it."""
 
     def __init__(self, model: torch.nn.Module, data: DictConfig, device: str | torch.device = "cpu") -> None:
         self.model = model.to(device).eval()
@@ -38,11 +43,10 @@ class RunPolicy:
         self.transform = model.build_sample_transform(self.views, self.image_size)
         encoder = getattr(model, "sensor_encoder", None)
         self.channels = int(encoder.input_channels) if encoder is not None else SENSOR_CHANNELS
-        self.stream = LiveSensorStream(self.channels)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str | None = None, device: str | torch.device = "cpu"
-                 ) -> RunPolicy:
+                 ) -> LoadedPolicy:
         """The run's ``final/`` export (or ``checkpoint``, a ``save_pretrained`` directory)."""
         from vla_sensor.eval.run import EXPORT_CONFIG_FILE, RunLoadError, load_run_config, resolve_weights
         from vla_sensor.models.vla import QwenVLAWithSensor
@@ -54,14 +58,23 @@ class RunPolicy:
                                "use the run's final/ export")
         return cls(QwenVLAWithSensor.from_pretrained(weights), cfg.data, device)
 
-    def reset(self) -> None:
-        self.stream.reset()
+    @property
+    def horizon(self) -> int:
+        return int(self.model.horizon)
 
-    def batch(self, obs: Observation) -> dict[str, Any]:
-        """The one-sample batch of ``obs``, built as the dataset and the loader build a training batch."""
+    @property
+    def action_dim(self) -> int:
+        return int(self.model.action_dim)
+
+    def new_session(self) -> PolicySession:
+        """A fresh episode state (its own sensor stream) acting with this model."""
+        return PolicySession(self)
+
+    def batch(self, obs: Observation, stream: LiveSensorStream) -> dict[str, Any]:
+        """The one-sample batch of ``obs`` (appended to ``stream``), built as the dataset and loader do."""
         validate_observation(obs, views=self.views, channels=self.channels)
-        self.stream.append(obs["sensor"]["timestamps"], obs["sensor"]["values"])
-        window, length = self.stream.window(self.spec)
+        stream.append(obs["sensor"]["timestamps"], obs["sensor"]["values"])
+        window, length = stream.window(self.spec)
         images = np.stack([resize_image(Image.fromarray(obs["images"][v]), self.image_size) for v in self.views])
         sample = {
             **model_inputs(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), obs["instruction"], self.transform),
@@ -73,6 +86,49 @@ class RunPolicy:
         return collate_samples([sample])
 
     @torch.no_grad()
+    def forward(self, batch: dict[str, Any]) -> np.ndarray:
+        """The action chunk (horizon, A) float32 in robot units of a one-sample batch."""
+        return self.model.predict_action(batch)[0].float().cpu().numpy()
+
+
+class PolicySession:
+    """One episode's state (the sensor stream) acting with a shared :class:`LoadedPolicy`."""
+
+    def __init__(self, loaded: LoadedPolicy) -> None:
+        self.loaded = loaded
+        self.stream = LiveSensorStream(loaded.channels)
+
+    def reset(self) -> None:
+        self.stream.reset()
+
+    def batch(self, obs: Observation) -> dict[str, Any]:
+        """The one-sample batch of ``obs``, built as the dataset and the loader build a training batch."""
+        return self.loaded.batch(obs, self.stream)
+
     def predict(self, obs: Observation) -> np.ndarray:
         """The action chunk (horizon, A) float32 in robot units."""
-        return self.model.predict_action(self.batch(obs))[0].float().cpu().numpy()
+        return self.loaded.forward(self.batch(obs))
+
+
+class RunPolicy(PolicySession):
+    """The exported policy of a training run, acting on a stream of observations (one episode at a time)."""
+
+    def __init__(self, model: torch.nn.Module | LoadedPolicy, data: DictConfig | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        if not isinstance(model, LoadedPolicy):
+            if data is None:
+                raise ValueError("data: a model needs the run's data settings (sensor window, image size)")
+            model = LoadedPolicy(model, data, device)
+        super().__init__(model)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str | None = None, device: str | torch.device = "cpu"
+                 ) -> RunPolicy:
+        """The run's ``final/`` export (or ``checkpoint``, a ``save_pretrained`` directory)."""
+        return cls(LoadedPolicy.from_run(run_dir, checkpoint, device))
+
+    def __getattr__(self, name: str) -> Any:
+        """The shared model's settings (``model``, ``views``, ``spec``, ``transform``, ``channels``, ...)."""
+        if name == "loaded":  # not set yet: no recursion during construction
+            raise AttributeError(name)
+        return getattr(self.loaded, name)

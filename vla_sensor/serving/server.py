@@ -1,0 +1,227 @@
+"""The policy server: one loaded model, many websocket clients, each with its own episode state.
+
+Concurrency: the asyncio event loop only moves bytes (handshakes, frames, pings). Everything CPU-bound
+for a request — decoding, pre-processing, the model, encoding the reply — runs in one worker thread,
+so one client's forward pass never stalls another client's I/O, requests reach the model one at a
+time (the model and torch's thread pool are not shared between concurrent forwards), and each
+client's session is only ever touched by that thread. A client's session lives exactly as long as
+its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from vla_sensor.data.observation import ObservationError
+from vla_sensor.serving import protocol as P
+from vla_sensor.serving.codec import ProtocolError, pack, unpack
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+
+
+class Session(Protocol):
+    """One client's episode state (e.g. :class:`vla_sensor.eval.policy.PolicySession`)."""
+
+    def reset(self) -> None: ...
+
+    def batch(self, obs: Any) -> Any: ...
+
+
+class ServablePolicy(Protocol):
+    """A loaded model the server can share between clients (e.g. :class:`vla_sensor.eval.policy.LoadedPolicy`)."""
+
+    views: list[str]
+    channels: int
+    horizon: int
+    action_dim: int
+
+    def new_session(self) -> Session: ...
+
+    def forward(self, batch: Any) -> np.ndarray: ...
+
+
+def _ms(seconds: float) -> float:
+    return round(1e3 * seconds, 4)
+
+
+class PolicyServer:
+    """Serves ``policy`` over websockets on ``host:port`` (port 0: any free port, see :attr:`port`)."""
+
+    def __init__(self, policy: ServablePolicy, *, host: str = "127.0.0.1", port: int = 8765,
+                 token: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        if max_request_bytes < 1 or max_image_pixels < 1:
+            raise ValueError("max_request_bytes and max_image_pixels: expected positive limits")
+        self.policy = policy
+        self.host, self.port = host, int(port)
+        self.token = token or None
+        self.max_request_bytes = int(max_request_bytes)
+        self.max_image_pixels = int(max_image_pixels)
+        self.sessions: dict[int, Session] = {}  # connection id -> its episode state
+        self.requests = 0
+        self._worker: ThreadPoolExecutor | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``hello`` message every client receives on connect."""
+        spec = getattr(self.policy, "spec", None)
+        size = getattr(self.policy, "image_size", None)
+        return {
+            "type": "hello", "protocol": P.PROTOCOL_VERSION, "views": list(self.policy.views),
+            "channels": int(self.policy.channels), "horizon": int(self.policy.horizon),
+            "action_dim": int(self.policy.action_dim), "image_size": None if size is None else list(size),
+            "window": None if spec is None else dataclasses.asdict(spec), "max_request_bytes": self.max_request_bytes,
+        }
+
+    async def serve(self, stop: asyncio.Future[Any], ready: Callable[[PolicyServer], None] | None = None) -> None:
+        """Serve until ``stop`` is done; then close every connection and let the running request finish."""
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-model")
+        try:
+            async with serve(self._handle, self.host, self.port, process_request=self._check_token,
+                             compression=None, max_size=2 * self.max_request_bytes + 2**16) as server:
+                self.port = int(server.sockets[0].getsockname()[1])
+                if ready is not None:
+                    ready(self)
+                await stop
+        finally:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse the handshake (HTTP 401, the reason in the body) unless the client sent the token."""
+        if self.token is None:
+            return None
+        sent = request.headers.get(P.TOKEN_HEADER, "")
+        if hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
+            return None
+        why = "missing" if not sent else "wrong"
+        log.warning("refused %s: %s token", connection.remote_address, why)
+        return connection.respond(HTTPStatus.UNAUTHORIZED, f"token: {why} ({P.TOKEN_HEADER}: Bearer <token>)\n")
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        key = id(ws)
+        self.sessions[key] = self.policy.new_session()
+        loop = asyncio.get_running_loop()
+        log.info("client %s connected (%d connected)", ws.remote_address, len(self.sessions))
+        try:
+            await ws.send(pack(self.metadata()))
+            async for frame in ws:
+                received = time.perf_counter()
+                if isinstance(frame, str):
+                    reply = pack(P.error_reply(P.PROTOCOL, "message: expected a binary msgpack frame, got text"))
+                elif len(frame) > self.max_request_bytes:
+                    reply = pack(P.error_reply(P.TOO_LARGE, f"message: {len(frame)} bytes exceeds the server's "
+                                                            f"limit of {self.max_request_bytes} bytes"))
+                else:
+                    session = self.sessions[key]
+                    gone = lambda: ws.state is State.CLOSED  # noqa: E731
+                    reply = await loop.run_in_executor(self._worker, self._respond, session, frame, received, gone)
+                    if reply is None:
+                        break
+                await ws.send(reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.sessions.pop(key, None)
+            log.info("client %s left (%d connected)", ws.remote_address, len(self.sessions))
+
+    def _respond(self, session: Session, frame: bytes, received: float, gone: Callable[[], bool]) -> bytes | None:
+        """The reply frame to one request (in the worker thread); None when its client has already left."""
+        start = time.perf_counter()
+        if gone():
+            return None
+        try:
+            message = unpack(frame)
+            kind = message.get("type")
+            if kind == "reset":
+                session.reset()
+                return pack({"type": "reset"})
+            if kind != "predict":
+                raise ProtocolError(f"type: expected 'predict' or 'reset', got {kind!r}")
+            if "observation" not in message:
+                raise ProtocolError("observation: missing from the predict request")
+            obs = P.decode_observation(message["observation"], self.max_image_pixels)
+            decoded = time.perf_counter()
+            batch = session.batch(obs)
+            prepared = time.perf_counter()
+            actions = np.asarray(self.policy.forward(batch), dtype=np.float32)
+            done = time.perf_counter()
+        except ObservationError as exc:
+            return pack(P.error_reply(P.OBSERVATION, str(exc)))
+        except ProtocolError as exc:
+            return pack(P.error_reply(P.PROTOCOL, str(exc)))
+        except Exception as exc:  # a bug or a model failure: report it, keep serving the others
+            log.exception("request failed")
+            return pack(P.error_reply(P.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        self.requests += 1
+        timing = {"queue_ms": _ms(start - received), "decode_ms": _ms(decoded - start),
+                  "preprocess_ms": _ms(prepared - decoded), "model_ms": _ms(done - prepared), "encode_ms": 0.0}
+        reply = {"type": "actions", "actions": actions, "timing": timing}
+        pack(reply)
+        encoded = time.perf_counter()
+        timing["encode_ms"] = _ms(encoded - done)
+        timing["server_ms"] = _ms(encoded - received)
+        return pack(reply)
+
+
+def run_server(server: PolicyServer, ready: Callable[[PolicyServer], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (Ctrl-C), then shut down cleanly (blocking; the main thread)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(None))
+        await server.serve(stop, ready)
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def serve_in_background(policy: ServablePolicy, **kwargs: Any) -> Iterator[PolicyServer]:
+    """A :class:`PolicyServer` running in a daemon thread for the ``with`` block (port 0 by default)."""
+    kwargs.setdefault("port", 0)
+    server = PolicyServer(policy, **kwargs)
+    started = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def main() -> None:
+        state["loop"] = asyncio.get_running_loop()
+        state["stop"] = state["loop"].create_future()
+        await server.serve(state["stop"], lambda _: started.set())
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced to the caller below
+            state["error"] = exc
+            started.set()
+
+    thread = threading.Thread(target=target, name="policy-server", daemon=True)
+    thread.start()
+    started.wait(30)
+    if "error" in state or not started.is_set():
+        raise RuntimeError(f"policy server did not start: {state.get('error', 'timed out')}")
+    try:
+        yield server
+    finally:
+        state["loop"].call_soon_threadsafe(lambda: state["stop"].done() or state["stop"].set_result(None))
+        thread.join(30)
