@@ -33,28 +33,42 @@ def episode_seeds(seed: int, episodes: int) -> list[int]:
     return [int(seed) + i for i in range(episodes)]
 
 
+def _policy(run_dir: Path, checkpoint: str | None, device: Any, server: str | None) -> Any:
+    """The run's policy in this process, or a client of the policy server at ``server`` (ws://host:port)."""
+    if server:
+        from vla_sensor.serving.client import PolicyClient
+
+        return PolicyClient.from_url(server)
+    from vla_sensor.eval.policy import RunPolicy
+
+    return RunPolicy.from_run(run_dir, checkpoint, device=device)
+
+
 def evaluate_in_sim(run_dir: str | Path, sim: Any, *, checkpoint: str | None = None,
                     output_dir: str | Path | None = None, cpu: bool = False) -> SimResult:
     """Run ``sim.episodes`` closed-loop episodes of the run's policy (``sim``: ``SimEvalConfig`` fields)."""
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from vla_sensor.eval.policy import RunPolicy
     from vla_sensor.execution import ExecutionConfig
     from vla_sensor.sim.report import write_sim_report
     from vla_sensor.sim.rollout import run_episodes, summarize
 
     run_dir = Path(run_dir)
     accelerator = Accelerator(cpu=cpu)
-    policy = RunPolicy.from_run(run_dir, checkpoint, device=accelerator.device)
+    policy = _policy(run_dir, checkpoint, accelerator.device, sim.policy_server)
     seeds = episode_seeds(int(sim.seed), int(sim.episodes))
     execution = ExecutionConfig(mode=getattr(sim.mode, "value", sim.mode), execute_steps=int(sim.execute_steps),
                                 ensemble_decay=float(sim.ensemble_decay))
     env_kwargs = {"views": policy.views, "image_size": int(sim.image_size),
                   "episode_seconds": float(sim.episode_seconds)}
     mine = seeds[accelerator.process_index :: accelerator.num_processes]
-    records = run_episodes(policy, mine, env_kwargs, execution,
-                           progress=bool(sim.progress) and accelerator.is_main_process, frames=int(sim.frames))
+    try:
+        records = run_episodes(policy, mine, env_kwargs, execution,
+                               progress=bool(sim.progress) and accelerator.is_main_process, frames=int(sim.frames))
+    finally:
+        if hasattr(policy, "close"):  # a server's client: hang up
+            policy.close()
     if accelerator.num_processes > 1:
         records = gather_object(records)
     records = sorted(records, key=lambda r: r.seed)

@@ -38,6 +38,9 @@ class SimEvalConfig:
     ensemble_decay: float = 0.01
     frames: int = 6  # frames kept per episode for the contact sheet
     progress: bool = True
+    # ws://host:port of a running `python serve.py`: act through it (token: $VLA_SERVE_TOKEN) instead of
+    # loading the run in this process; the same seeds give the same episodes
+    policy_server: Optional[str] = None  # noqa: UP045
 
 
 @dataclass

@@ -61,8 +61,9 @@ class PolicyClient:
     def _connect(self) -> None:
         headers = {P.TOKEN_HEADER: f"Bearer {self.token}"} if self.token else None
         try:
+            # entered as a context manager: the form websockets supports without deprecation
             self._ws = connect(self.url, additional_headers=headers, compression=None, proxy=None,
-                               open_timeout=self.timeout, max_size=None)
+                               open_timeout=self.timeout, max_size=None).__enter__()
         except InvalidStatus as exc:
             body = exc.response.body.decode(errors="replace").strip()
             raise ServingError(f"{self.url} refused the connection: HTTP {exc.response.status_code} {body}") from None
