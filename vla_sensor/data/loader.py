@@ -10,6 +10,10 @@ each sample's window reference instead of the (T, C) window, and the main proces
 batch's windows straight from the cache into one buffer (:meth:`SensorCache.gather`). Shipping a
 43.6 MB float32 batch through a new shared-memory segment costs about ten times that copy. The
 batches are the same either way, bit for bit.
+
+With ``pin_memory`` on a machine with CUDA every batch lands in page-locked memory, the windows the
+main process gathered included, so its host-to-device copy (``non_blocking=True``) runs
+asynchronously. Without CUDA the flag changes nothing.
 """
 
 from __future__ import annotations
@@ -106,12 +110,13 @@ class BatchLoader:
         self.batch_sampler = batches
         self.num_workers = num_workers
         self.gathers = gather_in_main and gathers_in_main(dataset, num_workers, collate_fn)
+        self.pin = bool(pin_memory) and torch.cuda.is_available()  # page-locked memory only helps CUDA copies
         self.loader = DataLoader(
             _WindowRefSamples(dataset) if self.gathers else dataset,
             batch_sampler=batches,  # type: ignore[arg-type]
             num_workers=num_workers,
             collate_fn=collate_fn,
-            pin_memory=pin_memory,
+            pin_memory=self.pin,
             persistent_workers=num_workers > 0,
             prefetch_factor=4 if num_workers > 0 else None,
             # Worker seeds come from this generator, not from the global RNG, so iterating the loader never
@@ -140,6 +145,10 @@ class BatchLoader:
                for k, v in batch.items()}
         if scale is not None:
             out["sensor_scale"], out["sensor_offset"] = torch.from_numpy(scale), torch.from_numpy(offset)
+        if self.pin:  # the DataLoader pinned what the workers sent; the gathered buffers are new
+            for key in ("sensor_data", "sensor_scale", "sensor_offset"):
+                if key in out:
+                    out[key] = out[key].pin_memory()
         return out
 
 

@@ -3,7 +3,9 @@
 Fusion modes:
 - ``late`` (default): the pooled VL feature and the pooled sensor feature, each layer-normed, are
   concatenated and fed to the action head. In stage 1 (frozen backbone) the backbone runs without
-  autograd, so it costs one inference pass.
+  autograd, so it costs one inference pass; :meth:`QwenVLAWithSensor.backbone_features` is that pass
+  alone and :meth:`QwenVLAWithSensor.fuse` the trainable rest, so a batch may carry the stored features
+  (``vl_features``, the stage-1 feature cache) instead of images.
 - ``tokens``: the encoder's sensor tokens are projected to the backbone's hidden size and replace
   ``<|sensor_pad|>`` placeholders in the prompt. ``input_ids`` still go in next to ``inputs_embeds``
   so that the image placeholders and Qwen's 3-D M-RoPE positions are computed as usual; the sensor
@@ -246,42 +248,77 @@ class QwenVLAWithSensor(nn.Module):
             return True
         return any(p.requires_grad for p in self.backbone.parameters())
 
-    def encode(self, batch: Mapping[str, Any]) -> Tensor:
-        """The fused feature fed to the action head, (B, head_in)."""
+    def features_cacheable(self) -> str | None:
+        """None when :meth:`backbone_features` depends on nothing but the images and the prompt (so it can
+        be computed once and reused); else the reason it cannot."""
+        if any(p.requires_grad for p in self.backbone.parameters()):
+            return "the backbone trains (stage 2, LoRA or full): its features change at every step"
+        if self.sensor_enabled and self.fusion == "tokens":
+            return "model.fusion=tokens: the sensor tokens enter the backbone, so its output depends on the sensor"
+        dropout = float(getattr(self.backbone_config.text_config, "attention_dropout", 0.0) or 0.0)
+        if dropout > 0:
+            return f"the backbone's attention_dropout={dropout}: its training-mode features are random"
+        return None
+
+    def backbone_features(self, batch: Mapping[str, Any]) -> Tensor:
+        """The frozen backbone's part of late fusion: the pooled VL feature before ``vl_norm``, (B, hidden),
+        in the backbone's dtype. The feature cache stores exactly this per sample."""
         inputs = self._model_inputs(batch)
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        bsz = ids.shape[0]
-        embeds = None
-        sensor_feature = None
-        if self.sensor_enabled:
-            data, lengths, has = self._sensor_inputs(batch, bsz)
-            if self.fusion == "late":
-                sensor_feature = self.sensor_encoder(data, lengths, has)
-            else:
-                embeds = self._inject_sensor_tokens(ids, self.sensor_encoder.encode_tokens(data, lengths, has))
-        grad = contextlib.nullcontext() if self._backbone_needs_grad() else torch.no_grad()
-        with grad:
-            out = self.backbone(
-                input_ids=ids,
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                pixel_values=inputs["pixel_values"],
-                image_grid_thw=inputs["image_grid_thw"],
-                mm_token_type_ids=(ids == self.image_token_id).int(),
-                use_cache=False,
-            )
-        hidden = out.last_hidden_state
-        m = mask.to(hidden.dtype).unsqueeze(-1)
+        with contextlib.nullcontext() if self._backbone_needs_grad() else torch.no_grad():
+            return self._pooled(self._run_backbone(inputs, None), inputs["input_ids"], inputs["attention_mask"])
+
+    def _run_backbone(self, inputs: Mapping[str, Tensor], embeds: Tensor | None) -> Tensor:
+        ids = inputs["input_ids"]
+        out = self.backbone(
+            input_ids=ids,
+            inputs_embeds=embeds,
+            attention_mask=inputs["attention_mask"],
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            mm_token_type_ids=(ids == self.image_token_id).int(),
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
+    def _pooled(self, hidden: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
         if self.pooling == "last":
             pos = torch.arange(ids.shape[1], device=ids.device)
             last = (mask.bool() * pos).argmax(dim=1)  # last non-pad token, whatever the padding side
-            vl = hidden[torch.arange(bsz, device=ids.device), last]
-        else:
-            vl = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+            return hidden[torch.arange(ids.shape[0], device=ids.device), last]
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def fuse(self, vl: Tensor, batch: Mapping[str, Any]) -> Tensor:
+        """The trainable late fusion: ``vl_norm`` of the pooled VL feature, then the sensor feature when on."""
         feature = self.vl_norm(vl.float())
-        if sensor_feature is not None:
-            feature = torch.cat([feature, self.sensor_norm(sensor_feature.float())], dim=-1)
-        return feature
+        if not self.sensor_enabled:
+            return feature
+        data, lengths, has = self._sensor_inputs(batch, vl.shape[0])
+        sensor = self.sensor_encoder(data, lengths, has)
+        return torch.cat([feature, self.sensor_norm(sensor.float())], dim=-1)
+
+    def encode(self, batch: Mapping[str, Any]) -> Tensor:
+        """The fused feature fed to the action head, (B, head_in).
+
+        A batch carrying ``vl_features`` (B, hidden) — the feature cache's stored
+        :meth:`backbone_features` — skips the backbone; otherwise it runs on the batch's images.
+        """
+        if self.sensor_enabled and self.fusion == "tokens":
+            return self._encode_tokens(batch)
+        cached = batch.get("vl_features")
+        if cached is not None:
+            return self.fuse(cached.to(self.device, non_blocking=True), batch)
+        return self.fuse(self.backbone_features(batch), batch)
+
+    def _encode_tokens(self, batch: Mapping[str, Any]) -> Tensor:
+        """Token fusion: the sensor tokens replace placeholders in the prompt; the backbone always runs."""
+        inputs = self._model_inputs(batch)
+        ids = inputs["input_ids"]
+        data, lengths, has = self._sensor_inputs(batch, ids.shape[0])
+        embeds = self._inject_sensor_tokens(ids, self.sensor_encoder.encode_tokens(data, lengths, has))
+        with contextlib.nullcontext() if self._backbone_needs_grad() else torch.no_grad():
+            hidden = self._run_backbone(inputs, embeds)
+        return self.vl_norm(self._pooled(hidden, ids, inputs["attention_mask"]).float())
 
     def _inject_sensor_tokens(self, ids: Tensor, tokens: Tensor) -> Tensor:
         embed = self.backbone.get_input_embeddings()

@@ -40,7 +40,8 @@ def build_components(cfg, accelerator) -> Components:
     """The VLA policy and the insertion datasets (``data``, ``encoder``, ``model``, ``trainer.stage``).
 
     Rank 0 builds the datasets first (it may generate the demo recordings or the mmap cache); the
-    other ranks then find them ready. The model's Qwen-VL pre-processing runs in the DataLoader workers.
+    other ranks then find them ready. The model's Qwen-VL pre-processing runs in the DataLoader workers,
+    or, with ``trainer.feature_cache``, not at all: the samples carry the stored backbone features.
     """
     from vla_sensor.data.build import build_datasets
 
@@ -51,6 +52,11 @@ def build_components(cfg, accelerator) -> Components:
     for ds in (train_ds, val_ds):
         if ds is not None:
             ds.input_transform = transform
+    if cfg.trainer.feature_cache:  # stage 1: stored backbone features replace the images (rank 0 builds)
+        from vla_sensor.training.feature_cache import attach
+
+        split = attach(cfg, accelerator, model, {"train": train_ds, "val": val_ds})
+        train_ds, val_ds = split["train"], split["val"]
     return Components(model=model, train_dataset=train_ds, val_dataset=val_ds)
 
 

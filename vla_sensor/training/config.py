@@ -84,6 +84,10 @@ class TrainerConfig:
     find_unused_parameters: bool = False  # DDP: true if some parameters get no gradient in some steps
     export: bool = True
     progress_bar: bool = True
+    # Stage 1 with late fusion: the frozen backbone's pooled feature of every sample computed once and
+    # memory-mapped from disk; steps then skip the images and the backbone (docs/training.md).
+    feature_cache: bool = False
+    feature_cache_dir: str | None = None  # None: data.cache_strategy.cache_dir, else the default cache dir
 
 
 class WandbMode(str, Enum):

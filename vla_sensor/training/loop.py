@@ -43,6 +43,7 @@ from vla_sensor.training.checkpointing import (
 )
 from vla_sensor.training.components import Components, cache_nbytes
 from vla_sensor.training.ema import EMA
+from vla_sensor.training.feature_cache import check_config as check_feature_cache
 from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
 from vla_sensor.training.run_dir import decide_run_dir, incompatible_keys, job_name, sweep_group
 from vla_sensor.training.sampler import EndlessBatches
@@ -138,6 +139,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ValueError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     if tc.max_steps is None and tc.epochs is None:
         raise ValueError("set trainer.max_steps or trainer.epochs")
+    check_feature_cache(cfg)
 
 
 @dataclass
@@ -498,7 +500,7 @@ def validate(accelerator: Accelerator, model, loader: BatchLoader, max_batches: 
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        batch = send_to_device(batch, accelerator.device)
+        batch = send_to_device(batch, accelerator.device, non_blocking=True)
         n = _batch_len(batch)
         total += torch.stack([model(batch)["loss"].double() * n, torch.tensor(float(n), device=total.device)])
     total = accelerator.reduce(total, "sum")

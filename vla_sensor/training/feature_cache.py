@@ -1,0 +1,291 @@
+"""Stage-1 feature cache: the frozen backbone's features computed once, memory-mapped from disk.
+
+In stage 1 with late fusion the backbone is frozen and sees only the images and the prompt, so its
+pooled feature of a sample (``QwenVLAWithSensor.backbone_features``, before ``vl_norm``) is the same
+at every step. With ``trainer.feature_cache=true`` it is computed once per sample (a pass over the
+split with a progress bar) into one ``(N, hidden)`` float32 ``.npy`` per split, built with the sensor
+cache's machinery (:mod:`vla_sensor.data.disk_cache`: one builder under ``flock`` while the other
+ranks wait, temp file + ``fsync`` + rename, a JSON sidecar written last, a stale or truncated file
+rebuilt, never read). The key covers the backbone's weights (a hash of its state dict), its dtype,
+attention and config, the mixed precision, the pooling, the image pre-processing (image size, views,
+Qwen image settings), the tokenizer and prompt layout, each trajectory's instruction and the data
+(trajectory paths, step counts and image fingerprints).
+
+Training then reads :class:`FeatureDataset` samples: the dataset's own samples without images (no
+decode, no pre-processing in the workers) plus ``vl_features``; the model runs only its trainable
+fusion and head on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from vla_sensor.data.cache import default_cache_dir
+from vla_sensor.data.collate import collate_samples
+from vla_sensor.data.disk_cache import build_or_reuse, key_of, open_cow
+from vla_sensor.data.images import RESAMPLE
+from vla_sensor.data.loader import build_loader
+
+log = logging.getLogger(__name__)
+
+FEATURE_CACHE_VERSION = 1
+FEATURES_KEY = "vl_features"
+HASH_BLOCK = 1 << 16  # bytes checked at each end of a feature file at every start
+
+
+def _value(x: Any) -> Any:
+    return getattr(x, "value", x)
+
+
+class FeatureCacheRefused(ValueError):
+    """``trainer.feature_cache=true`` where the backbone's features cannot be reused."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"trainer.feature_cache=true is refused: {reason}. Run without it (trainer.feature_cache=false).")
+
+
+def config_refusal(cfg: Any) -> str | None:
+    """Why the config's run cannot reuse backbone features (None: it can). Checked before anything is built."""
+    stage = _value(cfg.trainer.stage.name)
+    if stage != "stage1":
+        return f"trainer.stage={stage} trains the backbone, so its features change at every step (the cache is for stage 1)"
+    if cfg.model.sensor_enabled and _value(cfg.model.fusion) == "tokens":
+        return "model.fusion=tokens puts the sensor tokens into the backbone, so its output depends on the sensor"
+    return None
+
+
+def check_config(cfg: Any) -> None:
+    """Raise :class:`FeatureCacheRefused` when ``trainer.feature_cache`` is on and cannot be used."""
+    if cfg.trainer.feature_cache:
+        reason = config_refusal(cfg)
+        if reason is not None:
+            raise FeatureCacheRefused(reason)
+
+
+def check_model(model: Any, dataset: Any) -> None:
+    """The built model and dataset: a frozen, dropout-free backbone fed by the model's own deterministic
+    pre-processing (a different ``input_transform``, e.g. one with image augmentation, is refused)."""
+    reason = model.features_cacheable()
+    if reason is None:
+        from vla_sensor.models.vision import QwenSampleTransform
+
+        transform = getattr(dataset, "input_transform", None)
+        if type(transform) is not QwenSampleTransform:
+            reason = (f"the dataset's input_transform is {type(transform).__name__}, not the model's own "
+                      "pre-processing; random image augmentation cannot be cached")
+    if reason is not None:
+        raise FeatureCacheRefused(reason)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """blake2b over every tensor of ``module``'s state dict (name, dtype, shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def data_identity(dataset: Any) -> list[dict[str, Any]]:
+    """Each trajectory's path, step count, instruction and image fingerprints, in sample order."""
+    out = []
+    for traj, instruction in zip(dataset.trajectories, dataset.instructions):
+        out.append({
+            "path": str(Path(traj.path).resolve()),
+            "steps": int(traj.num_steps),
+            "instruction": instruction,
+            "images": {view: traj.images.fingerprint(view) for view in dataset.view_selection},
+        })
+    return out
+
+
+def cache_key_info(model: Any, dataset: Any, mixed_precision: str) -> dict[str, Any]:
+    """Everything the stored features depend on (hashed into the cache key)."""
+    param = next(model.backbone.parameters())
+    return {
+        "version": FEATURE_CACHE_VERSION,
+        "weights": weights_digest(model.backbone),
+        "dtype": str(param.dtype),
+        "mixed_precision": mixed_precision,
+        "attn_implementation": model.backbone.config._attn_implementation,
+        "backbone_config": model.backbone_config.to_dict(),
+        "pooling": model.pooling,
+        "image_settings": model.image_settings.to_dict(),
+        "image_size": list(dataset.image_size) if dataset.image_size else None,
+        "views": list(dataset.view_selection),
+        "resample": RESAMPLE.name,
+        "pillow": PIL.__version__,
+        "tokenizer": _tokenizer_digest(model.tokenizer),
+        "prompt": repr(model.prompt_spec()),
+        "data": data_identity(dataset),
+    }
+
+
+@torch.no_grad()
+def compute_features(
+    model: Any,
+    dataset: Any,
+    data_cfg: Any,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    progress: bool = True,
+) -> np.ndarray:
+    """(N, hidden) float32: ``model.backbone_features`` of every sample of ``dataset``, in order."""
+    n, size = len(dataset), int(data_cfg.batch_size)
+    batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    loader = build_loader(dataset, data_cfg, shuffle=False, batches=batches, pin_memory=device.type == "cuda",
+                          collate_fn=collate_samples)
+    out = np.empty((n, model.hidden_size), np.float32)
+    was_training = model.training
+    model.eval()  # the backbone has no dropout in either mode (checked); the fusion layers are not run
+    try:
+        for indices, batch in zip(batches, tqdm(loader, desc="feature cache", disable=not progress, leave=False)):
+            with autocast():
+                out[indices] = model.backbone_features(batch).float().cpu().numpy()
+    finally:
+        loader.close()
+        model.train(was_training)
+    return out
+
+
+class FeatureStore:
+    """``store[i]`` -> the stored (hidden,) float32 feature of sample ``i`` from a memory-mapped file."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], built_here: bool) -> None:
+        self.path, self.meta, self.built_here = path, meta, built_here
+        self._array: np.ndarray | None = None
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return int(self.meta["shape"][0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.meta["data_bytes"])
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        if self._array is None or self._pid != os.getpid():  # map lazily, once per process
+            self._array, self._pid = open_cow(self.path), os.getpid()
+        return torch.from_numpy(np.array(self._array[idx]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}  # never pickle a mapping
+
+
+def open_store(
+    model: Any,
+    dataset: Any,
+    data_cfg: Any,
+    cache_dir: str | os.PathLike[str],
+    split: str,
+    *,
+    device: torch.device,
+    mixed_precision: str = "no",
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    progress: bool = True,
+) -> FeatureStore:
+    """The split's features: reused when the cache on disk matches the key, else computed and written."""
+    check_model(model, dataset)
+    root = Path(cache_dir) / "features"
+    root.mkdir(parents=True, exist_ok=True)
+    key = key_of(cache_key_info(model, dataset, mixed_precision))
+    paths = "\n".join(sorted(str(Path(t.path).resolve()) for t in dataset.trajectories))
+    prefix = f"{split}-{hashlib.sha1(paths.encode()).hexdigest()[:10]}-"  # one version per split's data
+    npy = root / f"{prefix}{key[:24]}.npy"
+
+    def produce() -> tuple[np.ndarray, dict[str, Any]]:
+        features = compute_features(model, dataset, data_cfg, device, autocast, progress)
+        return features, {"split": split, "samples": len(dataset)}
+
+    meta, built = build_or_reuse(npy, npy.with_suffix(".json"), root / f"{prefix}lock", key, produce, prefix,
+                                 hash_block=HASH_BLOCK)
+    if meta["shape"] != [len(dataset), model.hidden_size]:
+        raise RuntimeError(f"{npy}: feature cache of shape {meta['shape']}, expected {[len(dataset), model.hidden_size]}")
+    log.info("feature cache (%s): %s %s (%d samples, %.1f MB)", split, "built" if built else "reused", npy,
+             len(dataset), meta["data_bytes"] / 1e6)
+    return FeatureStore(npy, meta, built)
+
+
+_NO_IMAGES = np.zeros((0,), np.uint8)
+
+
+class _NoImages:
+    """Stands in for the dataset's image source: the stored features replace the images."""
+
+    nbytes = 0
+
+    def images(self, k: int, t: int) -> np.ndarray:
+        return _NO_IMAGES
+
+
+def _no_model_inputs(sample: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+class FeatureDataset(Dataset):
+    """``dataset``'s samples without images (none are read or pre-processed) plus ``vl_features``.
+
+    Everything else — sensor windows and their main-process gather, actions, the sampler's lengths —
+    is the wrapped dataset's own (attributes are delegated to a shallow copy of it).
+    """
+
+    def __init__(self, dataset: Any, store: FeatureStore) -> None:
+        if len(store) != len(dataset):
+            raise ValueError(f"feature cache has {len(store)} samples, the dataset {len(dataset)}")
+        base = copy.copy(dataset)
+        base.image_cache, base.input_transform = _NoImages(), _no_model_inputs
+        self.base, self.store = base, store
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.sample(idx)
+
+    def sample(self, idx: int, window_ref: bool = False) -> dict[str, Any]:
+        out = self.base.sample(idx, window_ref=window_ref)
+        out[FEATURES_KEY] = self.store[int(idx) % len(self.base)]
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("base", "store"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def attach(cfg: Any, accelerator: Any, model: Any, datasets: dict[str, Any]) -> dict[str, Any]:
+    """Each split of ``datasets`` (None kept) wrapped with its features; rank 0 builds, the others wait."""
+    cache_dir = cfg.trainer.feature_cache_dir or cfg.data.cache_strategy.cache_dir or default_cache_dir()
+    model.to(accelerator.device)
+    out: dict[str, Any] = {}
+    with accelerator.main_process_first():
+        for split, ds in datasets.items():
+            if ds is None:
+                out[split] = None
+                continue
+            store = open_store(model, ds, cfg.data, cache_dir, split, device=accelerator.device,
+                               mixed_precision=str(_value(cfg.trainer.mixed_precision)), autocast=accelerator.autocast,
+                               progress=accelerator.is_main_process and bool(cfg.data.progress))
+            out[split] = FeatureDataset(ds, store)
+    return out
