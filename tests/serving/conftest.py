@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 VIEWS = ["left", "oak"]
@@ -22,14 +21,8 @@ def loaded_policy():
     return LoadedPolicy(model, OmegaConf.structured(DataConfig))
 
 
-def observation_stream(seed: int, steps: int, start: float = 0.0, rows: int = 65) -> list[dict]:
-    """``steps`` observations of 64x64 images and ``rows`` new sensor samples each, from time ``start``."""
-    rng = np.random.default_rng(seed)
-    out, t = [], start
-    for _ in range(steps):
-        ts = t + np.arange(1, rows + 1) / 650.0
-        t = float(ts[-1])
-        out.append({"images": {v: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for v in VIEWS},
-                    "sensor": {"timestamps": ts, "values": rng.standard_normal((rows, 1026)).astype(np.float32)},
-                    "instruction": "insert the needle"})
-    return out
+def observation_stream(seed: int, steps: int, start: float = 0.0) -> list[dict]:
+    """``steps`` observations of 64x64 images and 65 new sensor samples each, from time ``start``."""
+    from vla_sensor.bench.serving_bench import synthetic_observations
+
+    return synthetic_observations(steps, seed=seed, image_size=64, start=start)
