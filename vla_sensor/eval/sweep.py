@@ -58,6 +58,11 @@ def evaluate_sweep(sweep_dir: str | Path, cfg: Any) -> tuple[str, dict[str, Any]
     import json
 
     sweep_dir = Path(sweep_dir)
+    if cfg.sim.episodes > 0 and cfg.sim.get("policy_server"):
+        raise ValueError(
+            f"sim.policy_server={cfg.sim.policy_server}: one server serves one run, but {sweep_dir} holds a sweep "
+            "of several; evaluate the jobs in process (drop sim.policy_server) or one job at a time"
+        )
     payload: dict[str, Any] = {}
     is_main = True
     for job in sweep_job_dirs(sweep_dir):
