@@ -11,7 +11,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-SECTIONS = ("floor", "data", "memory", "encoder", "model", "sim", "lerobot")
+SECTIONS = ("floor", "data", "memory", "encoder", "model", "feature_cache", "sim", "lerobot", "gpu")
+# ``gpu`` is the CUDA check of the real-size model (``benchmark=gpu``), never part of a default run
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "gpu")
 
 
 @dataclass
@@ -75,19 +77,55 @@ class ModelBenchConfig:
 
 
 @dataclass
+class FeatureCacheBenchConfig:
+    """Stage-1 step with and without the feature cache: the tiny model and a larger random backbone."""
+
+    batch_size: int = 4
+    repeats: int = 5
+    warmup: int = 1
+    load_repeats: int = 3  # batches loaded (with images / with features) per timing
+    # the larger backbone (0 layers: tiny only); 224x224 views make the vision tower the bulk of it
+    large_layers: int = 6
+    large_hidden: int = 256
+    large_heads: int = 4
+    large_vision_depth: int = 6
+    large_vision_hidden: int = 128
+    large_image_size: int = 224
+
+
+@dataclass
+class GpuBenchConfig:
+    """``benchmark=gpu``: the real-size model on CUDA (one script, a few minutes on one GPU)."""
+
+    model: str = "qwen2_5_vl_3b"  # conf/model/<name>.yaml, built with random weights in bf16 (sdpa)
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 16])
+    image_size: int = 224
+    repeats: int = 3
+    warmup: int = 1
+    encoder_length: int = 650  # sensor encoder activation memory, with and without checkpointing
+    encoder_batch_size: int = 16
+    train_steps: int = 200  # the default training loop on CUDA: data-wait fraction and samples/s
+    train_overrides: list[str] = field(default_factory=lambda: [
+        "model=qwen2_5_vl_3b", "model.backbone.random_init=true", "trainer.mixed_precision=bf16"])
+    train_timeout_s: int = 300
+
+
+@dataclass
 class BenchmarkConfig:
     name: str = "full"
     quick: bool = False  # CI size for the sections sized by a switch (sim, lerobot)
     output_dir: str = "benchmark_results"
     work_dir: str | None = None  # where recordings and caches go; None: a fresh temp dir
     keep_work_dir: bool = False
-    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
     floor_repeats: int = 50
     torch_threads: int | None = None  # None: torch's default
     chart: bool = True
     data: DataBenchConfig = field(default_factory=DataBenchConfig)
     encoder: EncoderBenchConfig = field(default_factory=EncoderBenchConfig)
     model: ModelBenchConfig = field(default_factory=ModelBenchConfig)
+    feature_cache: FeatureCacheBenchConfig = field(default_factory=FeatureCacheBenchConfig)
+    gpu: GpuBenchConfig = field(default_factory=GpuBenchConfig)
 
 
 def resolve_config(node: DictConfig | dict[str, Any] | None) -> BenchmarkConfig:

@@ -92,18 +92,19 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         if "model" in cfg.sections:
             from vla_sensor.bench import model_bench
 
-            recordings = sorted((work_dir / "recordings").glob("traj_*"))
-            if not recordings:
-                from vla_sensor.data.synthetic import generate_dataset
-
-                recordings = generate_dataset(work_dir / "model_recordings", trajectories=1, seconds=2.0,
-                                              sensor_rate=cfg.data.sensor_rate, image_size=cfg.data.image_size,
-                                              views=tuple(cfg.data.views), seed=cfg.data.seed)
             t0 = time.perf_counter()
-            results["model"] = model_bench.run(cfg.model, [Path(p) for p in recordings], list(cfg.data.views), cfg.data.image_size)
+            results["model"] = model_bench.run(cfg.model, model_recordings(cfg, work_dir), list(cfg.data.views),
+                                               cfg.data.image_size)
             sections["model"] = time.perf_counter() - t0
         else:
             results["model"] = {"skipped": "section disabled"}
+        if "feature_cache" in cfg.sections:
+            from vla_sensor.bench import feature_cache_bench
+
+            t0 = time.perf_counter()
+            results["feature_cache"] = feature_cache_bench.run(cfg.feature_cache, model_recordings(cfg, work_dir),
+                                                               list(cfg.data.views), cfg.data.image_size)
+            sections["feature_cache"] = time.perf_counter() - t0
         results.update(_extra_sections(cfg, work_dir, sections))
     finally:
         if not cfg.keep_work_dir and not cfg.work_dir:
@@ -119,6 +120,20 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     print(text)
     log.info("wrote %s, %s%s in %s", MARKDOWN_NAME, JSON_NAME, f", {CHART_NAME}" if results["meta"]["chart"] else "", output_dir)
     return results
+
+
+def model_recordings(cfg: BenchmarkConfig, work_dir: Path) -> list[Path]:
+    """The data section's recordings, or one short generated recording when that section did not run."""
+    recordings = sorted((work_dir / "recordings").glob("traj_*"))
+    if not recordings:
+        recordings = sorted((work_dir / "model_recordings").glob("traj_*"))
+    if not recordings:
+        from vla_sensor.data.synthetic import generate_dataset
+
+        recordings = generate_dataset(work_dir / "model_recordings", trajectories=1, seconds=2.0,
+                                      sensor_rate=cfg.data.sensor_rate, image_size=cfg.data.image_size,
+                                      views=tuple(cfg.data.views), seed=cfg.data.seed)
+    return [Path(p) for p in recordings]
 
 
 def _extra_sections(cfg: BenchmarkConfig, work_dir: Path, seconds: dict[str, float]) -> dict[str, Any]:
@@ -143,11 +158,25 @@ def _extra_markdown(results: dict[str, Any]) -> str:
     from vla_sensor.bench.lerobot_bench import format_lerobot_section
     from vla_sensor.bench.sim_bench import format_sim_section
 
-    parts = [format_sim_section(results["sim"])] if "sim" in results else []
+    parts = []
+    if "feature_cache" in results:
+        from vla_sensor.bench.feature_cache_bench import format_section
+
+        parts.append(format_section(results["feature_cache"], report.device_heading(
+            results, threads=results["feature_cache"]["torch_threads"])))
+    parts += [format_sim_section(results["sim"])] if "sim" in results else []
     parts += [format_lerobot_section(results["lerobot"])] if "lerobot" in results else []
     return "".join("\n" + p for p in parts)
 
 
 def run_from_hydra(node: DictConfig) -> dict[str, Any]:
     """The Hydra entry point's body: validate ``cfg.benchmark`` and run."""
-    return run_benchmark(resolve_config(node.get("benchmark")))
+    cfg = resolve_config(node.get("benchmark"))
+    if "gpu" in cfg.sections:  # the real-size CUDA check: its own report (one line and nothing else without CUDA)
+        from vla_sensor.bench.gpu_bench import run_gpu_check
+
+        gpu = run_gpu_check(cfg)
+        cfg.sections = [s for s in cfg.sections if s != "gpu"]
+        if not cfg.sections:
+            return gpu
+    return run_benchmark(cfg)
