@@ -141,6 +141,7 @@ def test_json_complete_and_finite(quick_run: tuple[Path, str]) -> None:
     assert sim["episodes_per_minute"] > 0 and 0 <= sim["expert_success_rate"] <= 1
     assert sim["policy"]["episodes"] > 0 and sim["policy"]["ms_per_step"] > 0
     assert r["lerobot"]["trajectories"] > 0
+    assert r["serving"]["requests"] > 0
     targets = r["targets"]
     assert len(targets) >= 10
     for t in targets:
@@ -162,6 +163,7 @@ def test_markdown_tables(quick_run: tuple[Path, str]) -> None:
         "### Targets",
         "### Simulator",
         "### LeRobot datasets",
+        "### Policy server",
     ):
         assert heading in md, heading
     assert "| Metric | No cache | Per-window cache (`windows`) | `stream` | `mmap` | Improvement (×) |" in md

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-SECTIONS = ("floor", "data", "memory", "encoder", "model", "feature_cache", "sim", "lerobot", "gpu")
+SECTIONS = ("floor", "data", "memory", "encoder", "model", "feature_cache", "sim", "lerobot", "serving", "gpu")
 # ``gpu`` is the CUDA check of the real-size model (``benchmark=gpu``), never part of a default run
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "gpu")
 

@@ -137,7 +137,7 @@ def model_recordings(cfg: BenchmarkConfig, work_dir: Path) -> list[Path]:
 
 
 def _extra_sections(cfg: BenchmarkConfig, work_dir: Path, seconds: dict[str, float]) -> dict[str, Any]:
-    """The simulator and LeRobot sections (each needs only its own packages)."""
+    """The simulator, LeRobot and serving sections (each needs only its own packages)."""
     out: dict[str, Any] = {}
     if "sim" in cfg.sections:
         from vla_sensor.bench.sim_bench import measure_policy_rollouts, measure_sim
@@ -151,6 +151,12 @@ def _extra_sections(cfg: BenchmarkConfig, work_dir: Path, seconds: dict[str, flo
         t0 = time.perf_counter()
         out["lerobot"] = measure_lerobot(cfg.quick, work_dir)
         seconds["lerobot"] = time.perf_counter() - t0
+    if "serving" in cfg.sections:
+        from vla_sensor.bench.serving_bench import measure_serving
+
+        t0 = time.perf_counter()
+        out["serving"] = measure_serving(cfg.quick)
+        seconds["serving"] = time.perf_counter() - t0
     return out
 
 
@@ -166,6 +172,10 @@ def _extra_markdown(results: dict[str, Any]) -> str:
             results, threads=results["feature_cache"]["torch_threads"])))
     parts += [format_sim_section(results["sim"])] if "sim" in results else []
     parts += [format_lerobot_section(results["lerobot"])] if "lerobot" in results else []
+    if "serving" in results:
+        from vla_sensor.bench.serving_bench import format_serving_section
+
+        parts.append(format_serving_section(results["serving"]))
     return "".join("\n" + p for p in parts)
 
 
