@@ -80,3 +80,18 @@ def test_cli_writes_episodes_with_the_chosen_views_and_size(gl_ok, tmp_path, cap
 def test_recording_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="episodes"):
         record(tmp_path, 0, progress=False, views=())
+
+
+def test_target_range_zero_is_a_depth_only_task(tmp_path):
+    """``--target-range 0``: the target at the origin; surface and stiffness drawn as with the default."""
+    main([str(tmp_path / "fixed"), "--episodes", "2", "--seed", "3", "--views", "oak", "--image-size", "16",
+          "--seconds", "0.5", "--target-range", "0", "--no-progress"])
+    main([str(tmp_path / "free"), "--episodes", "2", "--seed", "3", "--views", "oak", "--image-size", "16",
+          "--seconds", "0.5", "--no-progress"])
+    for i in range(2):
+        fixed = json.loads((tmp_path / "fixed" / f"episode_{i:06d}" / "meta.json").read_text())["sim"]["params"]
+        free = json.loads((tmp_path / "free" / f"episode_{i:06d}" / "meta.json").read_text())["sim"]["params"]
+        assert fixed["target_x_mm"] == fixed["target_y_mm"] == 0.0 and free["target_x_mm"] != 0.0
+        assert fixed["surface_mm"] == free["surface_mm"] and fixed["stiffness_n_per_m"] == free["stiffness_n_per_m"]
+    with pytest.raises(ValueError, match="target range"):
+        record(tmp_path / "bad", 1, progress=False, views=(), target_range_mm=-1.0)

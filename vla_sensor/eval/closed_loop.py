@@ -51,6 +51,7 @@ def evaluate_in_sim(run_dir: str | Path, sim: Any, *, checkpoint: str | None = N
     from accelerate.utils import gather_object
 
     from vla_sensor.execution import ExecutionConfig
+    from vla_sensor.sim.record import target_ranges
     from vla_sensor.sim.report import write_sim_report
     from vla_sensor.sim.rollout import run_episodes, summarize
 
@@ -61,7 +62,7 @@ def evaluate_in_sim(run_dir: str | Path, sim: Any, *, checkpoint: str | None = N
     execution = ExecutionConfig(mode=getattr(sim.mode, "value", sim.mode), execute_steps=int(sim.execute_steps),
                                 ensemble_decay=float(sim.ensemble_decay))
     env_kwargs = {"views": policy.views, "image_size": int(sim.image_size),
-                  "episode_seconds": float(sim.episode_seconds)}
+                  "episode_seconds": float(sim.episode_seconds), "ranges": target_ranges(sim.target_range_mm)}
     mine = seeds[accelerator.process_index :: accelerator.num_processes]
     try:
         records = run_episodes(policy, mine, env_kwargs, execution,

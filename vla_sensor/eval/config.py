@@ -33,6 +33,7 @@ class SimEvalConfig:
     seed: int = 1000  # episode i uses env seed ``seed + i``: the same seeds for every run compared
     episode_seconds: float = 6.0
     image_size: int = 64  # rendered camera size (the recorder's); the policy resizes as in training
+    target_range_mm: Optional[float] = None  # noqa: UP045  (targets within ±mm; None: the scene's ±3; 0: depth only)
     mode: ExecutionMode = ExecutionMode.receding
     execute_steps: int = 4  # actions executed per query (receding) / steps between queries (ensemble)
     ensemble_decay: float = 0.01

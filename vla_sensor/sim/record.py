@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from vla_sensor.data.writer import write_trajectory
 from vla_sensor.sim.env import InsertionEnv
 from vla_sensor.sim.expert import ExpertConfig, ScriptedExpert
-from vla_sensor.sim.scene import CONTROL_HZ, PHYSICS_HZ, VIEWS
+from vla_sensor.sim.scene import CONTROL_HZ, PHYSICS_HZ, VIEWS, SceneRanges
 
 ACTION_NAMES = ("dx_mm", "dy_mm", "dz_mm")
 
@@ -112,12 +112,26 @@ def record_into(
     return metas
 
 
-def recording_env(views: Sequence[str] = VIEWS, image_size: int = 64, seconds: float = 6.0) -> InsertionEnv:
+def recording_env(views: Sequence[str] = VIEWS, image_size: int = 64, seconds: float = 6.0,
+                  ranges: SceneRanges | None = None) -> InsertionEnv:
     """An environment that runs full-length episodes, as recordings need."""
     return InsertionEnv(
-        views=views, image_size=image_size, episode_seconds=seconds,
+        views=views, image_size=image_size, episode_seconds=seconds, ranges=ranges,
         terminate_on_success=False, terminate_on_failure=False,
     )
+
+
+def target_ranges(target_range_mm: float | None) -> SceneRanges | None:
+    """The scene's parameter ranges with the target drawn within ±``target_range_mm`` (None: the default ±3 mm).
+
+    0 puts the target at the origin in every episode: a depth-only task, where success depends on
+    stopping at the hidden depth alone.
+    """
+    if target_range_mm is None:
+        return None
+    if not target_range_mm >= 0:
+        raise ValueError(f"target range: expected a non-negative number of mm, got {target_range_mm}")
+    return replace(SceneRanges(), target_xy_mm=(-float(target_range_mm), float(target_range_mm)))
 
 
 def record(
@@ -130,9 +144,10 @@ def record(
     expert: ExpertConfig | None = None,
     image_format: str = "png",
     progress: bool = True,
+    target_range_mm: float | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``episodes`` trajectories ``episode_000000`` ... under ``out_dir``; returns their metas."""
-    env = recording_env(views, image_size, seconds)
+    env = recording_env(views, image_size, seconds, target_ranges(target_range_mm))
     try:
         return record_into(env, out_dir, episodes, seed, expert, image_format, progress)
     finally:
@@ -149,11 +164,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=6.0, help="episode length (every episode runs it fully)")
     p.add_argument("--image-format", choices=("png", "jpg"), default="png")
     p.add_argument("--without-force", action="store_true", help="the expert ignores the force (a weaker demonstrator)")
+    p.add_argument("--target-range", type=float, default=None, metavar="MM",
+                   help="draw the target within ±MM (default 3; 0: always at the origin, a depth-only task)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     metas = record(
         a.out_dir, a.episodes, a.seed, a.views, a.image_size, a.seconds,
         ExpertConfig(use_force=not a.without_force), a.image_format, progress=not a.no_progress,
+        target_range_mm=a.target_range,
     )
     ok = sum(m["success"] for m in metas)
     print(f"wrote {len(metas)} episodes to {a.out_dir} ({ok} successful)")
