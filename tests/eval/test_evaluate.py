@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from vla_sensor.config import register_configs
+from vla_sensor.eval.config import EvalConfig
 from vla_sensor.eval.run import RunLoadError, evaluate_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,7 +128,9 @@ def test_a_sweep_directory_is_evaluated_job_by_job(trained_run: Path, tmp_path: 
         (sweep / job / ".hydra").mkdir()
         (sweep / job / ".hydra" / "overrides.yaml").write_text(
             f"- model.sensor_enabled={flag}\n- experiment=sensor_ablation\n")
-    table, payload = evaluate_sweep(sweep, cpu=True)
+    cfg = OmegaConf.merge(OmegaConf.structured(EvalConfig), {"run_dir": str(sweep), "cpu": True})
+    table, payload, is_main = evaluate_sweep(sweep, cfg)
+    assert is_main
     assert set(payload) == {"0", "1"}
     # only what differs between the jobs labels the rows
     assert "| 0 | model.sensor_enabled=true |" in table and "| 1 | model.sensor_enabled=false |" in table
