@@ -125,10 +125,6 @@ def evaluate_run(
 ) -> EvalResult:
     """Score a run on held-out trajectories; rank 0 writes ``eval_metrics.json`` and the plots."""
     from accelerate import Accelerator
-    from accelerate.utils import gather_object
-
-    from vla_sensor.data.config import data_config
-    from vla_sensor.data.loader import build_loader
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
@@ -136,19 +132,47 @@ def evaluate_run(
     accelerator = Accelerator(cpu=cpu)
     dataset = build_eval_dataset(cfg, val_dirs)
     model = load_model(cfg, weights, dataset)
-    model_dim = int(model.action_dim)
-    if model_dim != dataset.action_dim:
+    if int(model.action_dim) != dataset.action_dim:
         raise RunLoadError(
-            f"the model at {weights} predicts {model_dim} action dimensions but the evaluation "
+            f"the model at {weights} predicts {int(model.action_dim)} action dimensions but the evaluation "
             f"trajectories have {dataset.action_dim}"
         )
     dataset.input_transform = model.build_sample_transform(dataset.view_selection, dataset.image_size)
+    acc, traces = score(accelerator, model, dataset, cfg, batch_size, num_workers, num_trace_plots)
+    out = Path(output_dir) if output_dir else run_dir / "eval"
+    summary = acc.summary()
+    if accelerator.is_main_process:
+        payload = {
+            "run_dir": str(run_dir),
+            "weights": str(weights),
+            "num_samples": len(dataset),
+            "trajectories": [str(t.path) for t in dataset.trajectories],
+            "horizon": int(cfg.data.horizon),
+            "action_dim": int(model.action_dim),
+            "sensor_enabled": bool(getattr(model, "sensor_enabled", True)),
+            "processes": accelerator.num_processes,
+            "device": str(accelerator.device),
+            "metrics": summary,
+        }
+        write_report(out, payload, traces, num_trace_plots)
+    accelerator.wait_for_everyone()
+    return EvalResult(metrics=summary, output_dir=out, table=format_table(summary),
+                      is_main_process=accelerator.is_main_process)
+
+
+def score(accelerator: Any, model: torch.nn.Module, dataset: Any, cfg: DictConfig, batch_size: int | None,
+          num_workers: int, num_trace_plots: int) -> tuple[ActionErrorAccumulator, dict[int, dict[str, np.ndarray]]]:
+    """Every sample once across the ranks: the summed errors, and the first trajectories' traces."""
+    from accelerate.utils import gather_object
+
+    from vla_sensor.data.config import data_config
+    from vla_sensor.data.loader import build_loader
+
     data = data_config(cfg.data, batch_size=batch_size or int(cfg.data.batch_size), num_workers=num_workers)
     loader = build_loader(dataset, data, shuffle=False, num_replicas=accelerator.num_processes,
                           rank=accelerator.process_index, pin_memory=accelerator.device.type == "cuda")
     policy = model.to(accelerator.device).eval()
-
-    acc = ActionErrorAccumulator(horizon=int(cfg.data.horizon), action_dim=model_dim)
+    acc = ActionErrorAccumulator(horizon=int(cfg.data.horizon), action_dim=int(model.action_dim))
     traces: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     with torch.no_grad():
         for batch in loader:
@@ -163,37 +187,24 @@ def evaluate_run(
         t.copy_(accelerator.reduce(t.to(accelerator.device), "sum").cpu())
     chosen = sorted(traces)[:num_trace_plots]  # the first trajectories of each shard
     mine = {k: {name: np.concatenate(traces[k][name]) for name in ("step", "true", "pred")} for k in chosen}
-    all_traces: dict[int, dict[str, np.ndarray]] = {}
+    joined: dict[int, dict[str, np.ndarray]] = {}
     for part in gather_object([mine]) if accelerator.num_processes > 1 else [mine]:
         for k, trace in part.items():
-            if k in all_traces:  # a trajectory split across ranks: join its steps
-                all_traces[k] = {n: np.concatenate([all_traces[k][n], trace[n]]) for n in trace}
+            if k in joined:  # a trajectory split across ranks: join its steps
+                joined[k] = {n: np.concatenate([joined[k][n], trace[n]]) for n in trace}
             else:
-                all_traces[k] = trace
+                joined[k] = trace
+    return acc, joined
 
-    out = Path(output_dir) if output_dir else run_dir / "eval"
-    summary = acc.summary()
-    table = format_table(summary)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "run_dir": str(run_dir),
-            "weights": str(weights),
-            "num_samples": len(dataset),
-            "trajectories": [str(t.path) for t in dataset.trajectories],
-            "horizon": int(cfg.data.horizon),
-            "action_dim": model_dim,
-            "sensor_enabled": bool(getattr(policy, "sensor_enabled", True)),
-            "processes": accelerator.num_processes,
-            "device": str(accelerator.device),
-            "metrics": summary,
-        }
-        write_json_atomic(out / "eval_metrics.json", payload)
-        plot_action_traces({k: _by_step(all_traces[k]) for k in sorted(all_traces)[:num_trace_plots]},
-                           out / "action_traces.png")
-        plot_error_by_horizon(summary, out / "error_by_horizon.png")
-    accelerator.wait_for_everyone()
-    return EvalResult(metrics=summary, output_dir=out, table=table, is_main_process=accelerator.is_main_process)
+
+def write_report(out: Path, payload: dict[str, Any], traces: dict[int, dict[str, np.ndarray]],
+                 num_trace_plots: int) -> None:
+    """``eval_metrics.json``, ``action_traces.png`` and ``error_by_horizon.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "eval_metrics.json", payload)
+    plot_action_traces({k: _by_step(traces[k]) for k in sorted(traces)[:num_trace_plots]},
+                       out / "action_traces.png")
+    plot_error_by_horizon(payload["metrics"], out / "error_by_horizon.png")
 
 
 def _by_step(trace: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
