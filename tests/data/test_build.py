@@ -80,3 +80,13 @@ def test_explicit_val_dirs_and_cache_off(tmp_path: Path) -> None:
     assert sum(b["images"].shape[0] for b in loader) == len(train)
     with pytest.raises(ValueError, match=r"traj_04.*did you mean: traj_004"):
         build_datasets(_cfg(tmp_path, val_dirs=["traj_04"]))
+
+
+def test_every_cache_setting_reaches_the_cache(tmp_path: Path) -> None:
+    """``data.cache_strategy.*`` are read where they act (verify_full once went nowhere)."""
+    cfg = _cfg(tmp_path, val_fraction=0.0, cache_strategy={"name": "mmap", "dtype": "int8", "verify_full": True,
+                                                          "decode_on_device": False, "cache_dir": str(tmp_path / "c2")})
+    train, _, _ = build_datasets(cfg)
+    assert train.cache.verify_full is True and train.cache.dtype.value == "int8"
+    assert not train.decode_on_device and train.cache.cache_dir == tmp_path / "c2"
+    assert train[0]["sensor_data"].dtype.is_floating_point  # decoded in the worker when decode_on_device is off
