@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from vla_sensor.data.observation import ObservationError
-from vla_sensor.data.windows import WindowSpec, window_bounds
+from vla_sensor.data.windows import WindowSpec, adaptive_start_times, window_bounds
 
 
 class LiveSensorStream:
@@ -43,6 +43,17 @@ class LiveSensorStream:
         self.timestamps = np.concatenate([self.timestamps, timestamps])[-self.capacity :]
         self.values = np.concatenate([self.values, values.astype(np.float32, copy=False)])[-self.capacity :]
 
+    @staticmethod
+    def _starts(spec: WindowSpec, ends: np.ndarray) -> np.ndarray | None:
+        """The adaptive window's start: the previous query, as a recorded window starts at the previous
+        action step (``t - window_seconds`` when that is set); at the first query, every sample received
+        so far. None for the other modes."""
+        if spec.mode != "adaptive":
+            return None
+        if ends.shape[0] < 2 and spec.window_seconds is None:
+            return np.array([-np.inf])
+        return adaptive_start_times(ends, spec.window_seconds)[-1:]
+
     def window(self, spec: WindowSpec, time: float | None = None) -> tuple[np.ndarray, int]:
         """The float32 (T, C) window ending at ``time`` (default: the latest sample) and its valid length.
 
@@ -52,9 +63,11 @@ class LiveSensorStream:
         if not self.timestamps.shape[0]:
             raise ObservationError("sensor: no sample received yet; the first observation must carry one")
         t = float(self.timestamps[-1] if time is None else time)
-        self.query_times.append(t)
+        # the previous query is all an adaptive window needs; older ones may precede the kept samples
+        self.query_times = [*self.query_times[-1:], t]
         ends = np.asarray(self.query_times)
-        start, end = window_bounds(self.timestamps, ends, spec, source="live sensor stream")
+        start, end = window_bounds(self.timestamps, ends[-1:], spec, start_times=self._starts(spec, ends),
+                                   source="live sensor stream")
         rows = self.values[int(start[-1]) : int(end[-1])]
         length = rows.shape[0]
         fixed = spec.fixed_length
