@@ -16,20 +16,36 @@ from vla_sensor.data.windows import WindowSpec, adaptive_start_times, window_bou
 
 
 class LiveSensorStream:
-    """The most recent ``capacity`` samples of one episode, and the times the policy was queried at."""
+    """The most recent ``capacity`` samples of one episode, and the time the policy was last queried at.
+
+    The samples live in one preallocated buffer of twice the capacity: an append writes only the new
+    rows, and once the buffer is full the kept rows move to its front (one copy per ``capacity``
+    samples), so a request never copies the whole history.
+    """
 
     def __init__(self, channels: int, capacity: int = 8192) -> None:
         if capacity < 1:
             raise ValueError(f"capacity: expected a positive number of samples, got {capacity}")
         self.channels = int(channels)
         self.capacity = int(capacity)
+        self._ts = np.empty(2 * self.capacity, np.float64)
+        self._values = np.empty((2 * self.capacity, self.channels), np.float32)
         self.reset()
 
     def reset(self) -> None:
         """Forget the episode (call before each episode)."""
-        self.timestamps = np.zeros(0, np.float64)
-        self.values = np.zeros((0, self.channels), np.float32)
+        self._lo = self._hi = 0  # the kept rows are [_lo, _hi) of the buffer
         self.query_times: list[float] = []
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """The kept samples' timestamps (a view: do not modify)."""
+        return self._ts[self._lo : self._hi]
+
+    @property
+    def values(self) -> np.ndarray:
+        """The kept samples (a view: do not modify)."""
+        return self._values[self._lo : self._hi]
 
     def append(self, timestamps: np.ndarray, values: np.ndarray) -> None:
         """Add the samples since the previous call (timestamps increasing, after the last one kept)."""
@@ -40,8 +56,17 @@ class LiveSensorStream:
                 f"sensor.timestamps: the new samples start at {timestamps[0]:.6f} s, not after the previous "
                 f"observation's last sample at {self.timestamps[-1]:.6f} s; send only the samples since then"
             )
-        self.timestamps = np.concatenate([self.timestamps, timestamps])[-self.capacity :]
-        self.values = np.concatenate([self.values, values.astype(np.float32, copy=False)])[-self.capacity :]
+        timestamps, values = timestamps[-self.capacity :], values[-self.capacity :]
+        n = timestamps.shape[0]
+        if self._hi + n > self._ts.shape[0]:  # full: move the kept rows to the front
+            kept = self._hi - self._lo
+            self._ts[:kept] = self._ts[self._lo : self._hi]
+            self._values[:kept] = self._values[self._lo : self._hi]
+            self._lo, self._hi = 0, kept
+        self._ts[self._hi : self._hi + n] = timestamps
+        self._values[self._hi : self._hi + n] = values
+        self._hi += n
+        self._lo = max(self._lo, self._hi - self.capacity)
 
     @staticmethod
     def _starts(spec: WindowSpec, ends: np.ndarray) -> np.ndarray | None:
@@ -72,7 +97,7 @@ class LiveSensorStream:
         length = rows.shape[0]
         fixed = spec.fixed_length
         if fixed is None or length >= fixed:
-            return rows, length
+            return rows.copy(), length  # a copy: later appends reuse the buffer
         out = np.zeros((fixed, self.channels), np.float32)
         out[fixed - length :] = rows
         return out, length
