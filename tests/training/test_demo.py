@@ -39,3 +39,17 @@ def test_cubic_with_cache_trains_through_a_trajectory_start(tmp_path):
               "data.num_workers=0", "data.batch_size=10", "trainer.max_steps=2", "trainer.val_every=0",
               "trainer.save_every=0", "trainer.progress_bar=false", "logger=jsonl", "cpu=true"], tmp_path)
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_token_fusion_with_16_sensor_tokens_trains(tmp_path):
+    """``model.fusion=tokens model.num_sensor_tokens=16``: the encoder's token count follows the model's
+    (one owner), so the prompt's 16 placeholders and the encoder's 16 tokens match and training runs."""
+    train_py(["model.fusion=tokens", "model.num_sensor_tokens=16", "encoder.gradient_checkpointing=true",
+              "output_dir=run", "data.root=demo", "data.synthetic.trajectories=2", "data.synthetic.seconds=1",
+              "data.val_fraction=0", "data.num_workers=0", "data.batch_size=4", "trainer.max_steps=2",
+              "trainer.val_every=0", "trainer.save_every=0", "trainer.progress_bar=false", "logger=jsonl",
+              "cpu=true"], tmp_path)
+    from vla_sensor.models.vla import QwenVLAWithSensor
+
+    model = QwenVLAWithSensor.from_pretrained(tmp_path / "run" / "final")
+    assert model.sensor_encoder.num_tokens == 16 and model.prompt_spec().num_sensor_tokens == 16
