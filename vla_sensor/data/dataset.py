@@ -163,15 +163,17 @@ class InsertionDataset(Dataset):
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return self.sample(idx)
 
-    def sample(self, idx: int, window_ref: bool = False) -> dict[str, Any]:
+    def sample(self, idx: int, window_ref: bool = False, images: bool = True) -> dict[str, Any]:
         """Sample ``idx``; with ``window_ref`` its sensor window is the cache's reference
-        (``sensor_window_ref`` (4,) int64) instead of ``sensor_data``, for the main-process gather."""
+        (``sensor_window_ref`` (4,) int64) instead of ``sensor_data``, for the main-process gather;
+        ``images=False`` leaves out the images and the model inputs made from them (neither is read:
+        the stage-1 feature cache supplies what the backbone would make of them)."""
         if not -len(self) <= idx < len(self):
             raise IndexError(f"sample index {idx} out of range for {len(self)} samples")
         idx = int(idx) % len(self)
         k, t = int(self.sample_traj[idx]), int(self.sample_step[idx])
         try:
-            return self._sample(idx, k, t, window_ref)
+            return self._sample(idx, k, t, window_ref, images)
         except (DataFormatError, OSError, ValueError) as exc:  # e.g. an image changed after init, in a worker
             raise DataFormatError(f"sample {idx} (trajectory {self.trajectories[k].path}, step {t}): {exc}") from exc
 
@@ -189,14 +191,14 @@ class InsertionDataset(Dataset):
             out["sensor_offset"] = torch.from_numpy(offset)
         return out
 
-    def _sample(self, idx: int, k: int, t: int, window_ref: bool) -> dict[str, Any]:
+    def _sample(self, idx: int, k: int, t: int, window_ref: bool, images: bool) -> dict[str, Any]:
         traj = self.trajectories[k]
         m = traj.num_steps
         steps = np.arange(t, t + self.horizon)
         sensor = self._sensor(idx, window_ref)
         scale = {key: sensor.pop(key) for key in ("sensor_scale", "sensor_offset") if key in sensor}
         return {
-            **model_inputs(self._images(k, t), self.instructions[k], self.input_transform),
+            **(model_inputs(self._images(k, t), self.instructions[k], self.input_transform) if images else {}),
             "actions": torch.from_numpy(traj.actions[np.minimum(steps, m - 1)]),
             "action_is_pad": torch.from_numpy(steps >= m),
             **sensor,

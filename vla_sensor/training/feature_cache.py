@@ -19,7 +19,6 @@ fusion and head on them.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
 import os
@@ -227,35 +226,17 @@ def open_store(
     return FeatureStore(npy, meta, built)
 
 
-_NO_IMAGES = np.zeros((0,), np.uint8)
-
-
-class _NoImages:
-    """Stands in for the dataset's image source: the stored features replace the images."""
-
-    nbytes = 0
-
-    def images(self, k: int, t: int) -> np.ndarray:
-        return _NO_IMAGES
-
-
-def _no_model_inputs(sample: dict[str, Any]) -> dict[str, Any]:
-    return {}
-
-
 class FeatureDataset(Dataset):
     """``dataset``'s samples without images (none are read or pre-processed) plus ``vl_features``.
 
     Everything else — sensor windows and their main-process gather, actions, the sampler's lengths —
-    is the wrapped dataset's own (attributes are delegated to a shallow copy of it).
+    is the wrapped dataset's own (its attributes are delegated to it).
     """
 
     def __init__(self, dataset: Any, store: FeatureStore) -> None:
         if len(store) != len(dataset):
             raise ValueError(f"feature cache has {len(store)} samples, the dataset {len(dataset)}")
-        base = copy.copy(dataset)
-        base.image_cache, base.input_transform = _NoImages(), _no_model_inputs
-        self.base, self.store = base, store
+        self.base, self.store = dataset, store
 
     def __len__(self) -> int:
         return len(self.base)
@@ -264,7 +245,7 @@ class FeatureDataset(Dataset):
         return self.sample(idx)
 
     def sample(self, idx: int, window_ref: bool = False) -> dict[str, Any]:
-        out = self.base.sample(idx, window_ref=window_ref)
+        out = self.base.sample(idx, window_ref=window_ref, images=False)
         out[FEATURES_KEY] = self.store[int(idx) % len(self.base)]
         return out
 
