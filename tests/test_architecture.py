@@ -87,7 +87,7 @@ NOT_CODE_KEYS = ("model.backbone.arch",)  # Qwen's own config keyword arguments,
 
 def _source_text() -> str:
     files = [p for p in PACKAGE.rglob("*.py") if p.name not in SCHEMA_FILES]
-    files += [REPO / name for name in ("train.py", "evaluate.py", "benchmark.py")]
+    files += [REPO / name for name in ("train.py", "evaluate.py", "benchmark.py", "serve.py")]
     return "\n".join(p.read_text() for p in files)
 
 
@@ -120,3 +120,12 @@ def test_every_config_key_is_read_by_some_code() -> None:
     source = _source_text()
     for overrides in ([], ["model=qwen2_5_vl_3b"], ["trainer/stage=stage2_lora"]):
         assert unread_keys(compose_cfg(overrides), source) == [], overrides
+
+
+def test_every_evaluate_and_serve_key_is_read_by_some_code() -> None:
+    from vla_sensor.eval.config import EvalConfig
+    from vla_sensor.serving.config import ServeConfig
+
+    source = _source_text()
+    for schema in (EvalConfig, ServeConfig):
+        assert unread_keys(OmegaConf.structured(schema), source) == [], schema.__name__

@@ -20,6 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 from vla_sensor.data.observation import Observation, ObservationError
 from vla_sensor.serving import protocol as P
 from vla_sensor.serving.codec import ProtocolError, decode_array, pack, unpack
+from vla_sensor.serving.config import ServeConfig
 
 
 class ServingError(RuntimeError):
@@ -34,7 +35,7 @@ class PolicyClient:
     After each :meth:`predict`, :attr:`last_timing` holds the server's timing plus this side's.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8765, token: str | None = None, *,
+    def __init__(self, host: str = ServeConfig.host, port: int = ServeConfig.port, token: str | None = None, *,
                  timeout: float = 30.0, jpeg_quality: int | None = None) -> None:
         self.url = f"ws://{host}:{int(port)}"
         self.token = token if token is not None else os.environ.get(P.TOKEN_ENV) or None

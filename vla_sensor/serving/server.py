@@ -32,11 +32,11 @@ from websockets.protocol import State
 from vla_sensor.data.observation import ObservationError
 from vla_sensor.serving import protocol as P
 from vla_sensor.serving.codec import ProtocolError, pack, unpack
+from vla_sensor.serving.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_REQUEST_BYTES = 16 * 2**20
-DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_MAX_REQUEST_BYTES = int(ServeConfig.max_request_mb * 2**20)  # the serve config's defaults, in bytes
 
 
 class Session(Protocol):
@@ -67,9 +67,9 @@ def _ms(seconds: float) -> float:
 class PolicyServer:
     """Serves ``policy`` over websockets on ``host:port`` (port 0: any free port, see :attr:`port`)."""
 
-    def __init__(self, policy: ServablePolicy, *, host: str = "127.0.0.1", port: int = 8765,
+    def __init__(self, policy: ServablePolicy, *, host: str = ServeConfig.host, port: int = ServeConfig.port,
                  token: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 max_image_pixels: int = ServeConfig.max_image_pixels) -> None:
         if max_request_bytes < 1 or max_image_pixels < 1:
             raise ValueError("max_request_bytes and max_image_pixels: expected positive limits")
         self.policy = policy
