@@ -12,6 +12,8 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from vla_sensor.sim.scene import EPISODE_SECONDS, IMAGE_SIZE
+
 
 class ExecutionMode(str, Enum):
     """How predicted chunks become actions (see :mod:`vla_sensor.execution`)."""
@@ -31,8 +33,8 @@ class SimEvalConfig:
 
     episodes: int = 0  # > 0: run this many episodes in closed loop (instead of the offline evaluation)
     seed: int = 1000  # episode i uses env seed ``seed + i``: the same seeds for every run compared
-    episode_seconds: float = 6.0
-    image_size: int = 64  # rendered camera size (the recorder's); the policy resizes as in training
+    episode_seconds: float = EPISODE_SECONDS
+    image_size: int = IMAGE_SIZE  # rendered camera size (the recorder's); the policy resizes as in training
     target_range_mm: Optional[float] = None  # noqa: UP045  (targets within ±mm; None: the scene's ±3; 0: depth only)
     mode: ExecutionMode = ExecutionMode.receding
     execute_steps: int = 4  # actions executed per query (receding) / steps between queries (ensemble)

@@ -24,6 +24,8 @@ from vla_sensor.sim import oct as oct_model
 from vla_sensor.sim.gl import import_mujoco
 from vla_sensor.sim.scene import (
     CONTROL_HZ,
+    EPISODE_SECONDS,
+    IMAGE_SIZE,
     MAX_STEP_MM,
     PHYSICS_HZ,
     SUBSTEPS,
@@ -53,8 +55,8 @@ class InsertionEnv(gym.Env):
     def __init__(
         self,
         views: Sequence[str] = VIEWS,
-        image_size: int = 64,
-        episode_seconds: float = 6.0,
+        image_size: int = IMAGE_SIZE,
+        episode_seconds: float = EPISODE_SECONDS,
         criterion: SuccessCriterion | None = None,
         ranges: SceneRanges | None = None,
         terminate_on_success: bool = True,

@@ -21,7 +21,7 @@ import numpy as np
 from vla_sensor.data.writer import write_trajectory
 from vla_sensor.sim.env import InsertionEnv
 from vla_sensor.sim.expert import ExpertConfig, ScriptedExpert
-from vla_sensor.sim.scene import CONTROL_HZ, PHYSICS_HZ, VIEWS, SceneRanges
+from vla_sensor.sim.scene import CONTROL_HZ, EPISODE_SECONDS, IMAGE_SIZE, PHYSICS_HZ, VIEWS, SceneRanges
 
 ACTION_NAMES = ("dx_mm", "dy_mm", "dz_mm")
 
@@ -112,7 +112,7 @@ def record_into(
     return metas
 
 
-def recording_env(views: Sequence[str] = VIEWS, image_size: int = 64, seconds: float = 6.0,
+def recording_env(views: Sequence[str] = VIEWS, image_size: int = IMAGE_SIZE, seconds: float = EPISODE_SECONDS,
                   ranges: SceneRanges | None = None) -> InsertionEnv:
     """An environment that runs full-length episodes, as recordings need."""
     return InsertionEnv(
@@ -139,8 +139,8 @@ def record(
     episodes: int,
     seed: int = 0,
     views: Sequence[str] = VIEWS,
-    image_size: int = 64,
-    seconds: float = 6.0,
+    image_size: int = IMAGE_SIZE,
+    seconds: float = EPISODE_SECONDS,
     expert: ExpertConfig | None = None,
     image_format: str = "png",
     progress: bool = True,
@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", nargs="+", default=list(VIEWS))
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=6.0, help="episode length (every episode runs it fully)")
+    p.add_argument("--image-size", type=int, default=IMAGE_SIZE)
+    p.add_argument("--seconds", type=float, default=EPISODE_SECONDS, help="episode length (every episode runs it fully)")
     p.add_argument("--image-format", choices=("png", "jpg"), default="png")
     p.add_argument("--without-force", action="store_true", help="the expert ignores the force (a weaker demonstrator)")
     p.add_argument("--target-range", type=float, default=None, metavar="MM",

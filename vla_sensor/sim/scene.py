@@ -33,6 +33,8 @@ NEEDLE_MASS_KG = 0.005  # its weight is what the force sensor reads before zeroi
 CARRIAGE_MASS_KG = 1.0
 SERVO_KP = 5e4  # N/m per carriage axis; critically damped
 VIEWS = ("left", "oak")
+IMAGE_SIZE = 64  # rendered camera size, square (the data config's generated recordings are 64 too)
+EPISODE_SECONDS = 6.0  # the time limit of an episode (60 control steps)
 
 
 @dataclass(frozen=True)
