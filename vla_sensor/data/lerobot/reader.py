@@ -20,6 +20,7 @@ import numpy as np
 
 from vla_sensor.data.errors import DataFormatError, suggest
 from vla_sensor.data.format import Trajectory, check_finite, check_timestamps
+from vla_sensor.data.lerobot.config import LeRobotConfig
 from vla_sensor.data.lerobot.images import LeRobotImages, ParquetImages, VideoImages
 from vla_sensor.data.lerobot.meta import (
     IMAGE_DTYPES,
@@ -36,17 +37,19 @@ from vla_sensor.data.lerobot.video import VideoCursor, video_end_time
 NUMERIC = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool")
 READER_VERSION = 1
 
+_DEFAULTS = LeRobotConfig()  # the reader's defaults are the data.lerobot schema's
+
 
 class LeRobotReader:
     """Reads LeRobot v3.0 episodes; constructed from ``data.lerobot`` (:class:`LeRobotConfig`)."""
 
     def __init__(
         self,
-        sensor_features: Sequence[str] = ("observation.sensor",),
-        image_features: Sequence[str] | None = None,
-        action_feature: str = "action",
-        expected_channels: int | None = None,
-        video_tolerance_s: float = 1e-4,
+        sensor_features: Sequence[str] = tuple(_DEFAULTS.sensor_features),
+        image_features: Sequence[str] | None = _DEFAULTS.image_features,
+        action_feature: str = _DEFAULTS.action_feature,
+        expected_channels: int | None = _DEFAULTS.expected_channels,
+        video_tolerance_s: float = _DEFAULTS.video_tolerance_s,
         **_: Any,
     ) -> None:
         self.sensor_features = list(sensor_features)
