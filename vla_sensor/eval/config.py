@@ -12,6 +12,7 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from vla_sensor.execution import ExecutionConfig
 from vla_sensor.sim.scene import EPISODE_SECONDS, IMAGE_SIZE
 
 
@@ -38,7 +39,7 @@ class SimEvalConfig:
     target_range_mm: Optional[float] = None  # noqa: UP045  (targets within ±mm; None: the scene's ±3; 0: depth only)
     mode: ExecutionMode = ExecutionMode.receding
     execute_steps: int = 4  # actions executed per query (receding) / steps between queries (ensemble)
-    ensemble_decay: float = 0.01
+    ensemble_decay: float = ExecutionConfig.ensemble_decay
     frames: int = 6  # frames kept per episode for the contact sheet
     progress: bool = True
     # ws://host:port of a running `python serve.py`: act through it (token: $VLA_SERVE_TOKEN) instead of
