@@ -109,7 +109,7 @@ class DataConfig:
     progress: bool = True
 
 
-# Python keyword arguments that name a field of data.cache_strategy, and the seed-compatible alias
+# Python keyword arguments that name a field of data.cache_strategy, and the original API's alias
 _CACHE_KWARGS = {"cache_dtype": "dtype", "cache_dir": "cache_dir", "verify_full": "verify_full",
                  "decode_on_device": "decode_on_device"}
 _ALIASES = {"cache_sensor_windows": "cache"}
