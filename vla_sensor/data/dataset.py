@@ -63,7 +63,7 @@ class InsertionDataset(Dataset):
         self.image_size = None if cfg.image_size is None else (int(cfg.image_size[0]), int(cfg.image_size[1]))
         self.input_transform = input_transform
         self.reader = reader if reader is not None else TrajectoryReader()
-        self.spec = WindowSpec(int(cfg.sensor_window_size), cfg.sensor_window_seconds, bool(cfg.adaptive_window))
+        self.spec = WindowSpec.of(cfg)
         self.trajectories, self.view_selection = self._read(trajectory_dir, cfg.view_selection)
         self.action_dim = self._action_dim()
         self.instructions = [cfg.instruction or t.instruction or DEFAULT_INSTRUCTION for t in self.trajectories]

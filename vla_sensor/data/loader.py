@@ -170,7 +170,3 @@ class BatchIterator:
         shutdown = getattr(self._it, "_shutdown_workers", None)  # torch's multi-process iterator
         if shutdown is not None:
             shutdown()
-
-    def worker_pids(self) -> list[int]:
-        """PIDs of the DataLoader workers of this pass (empty in-process)."""
-        return [w.pid for w in getattr(self._it, "_workers", [])]

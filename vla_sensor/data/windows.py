@@ -15,6 +15,7 @@ into ``(start, end)`` row indices of one contiguous stream once, so ``__getitem_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,12 @@ class WindowSpec:
             raise DataFormatError(
                 f"sensor_window_seconds: expected a positive number of seconds, got {self.window_seconds}"
             )
+
+    @classmethod
+    def of(cls, data: Any) -> WindowSpec:
+        """The window settings of a ``data`` config (``sensor_window_size``, ``sensor_window_seconds``,
+        ``adaptive_window``): the dataset and a deployed policy cut the same windows from one config."""
+        return cls(int(data.sensor_window_size), data.sensor_window_seconds, bool(data.adaptive_window))
 
     @property
     def mode(self) -> str:

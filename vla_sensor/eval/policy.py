@@ -36,7 +36,7 @@ class LoadedPolicy:
     def __init__(self, model: torch.nn.Module, data: DictConfig, device: str | torch.device = "cpu") -> None:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        self.spec = WindowSpec(int(data.sensor_window_size), data.sensor_window_seconds, bool(data.adaptive_window))
+        self.spec = WindowSpec.of(data)
         self.views = list(model.view_selection or [])
         size = model.image_size
         self.image_size = None if size is None else ((size, size) if isinstance(size, int) else tuple(size))

@@ -14,6 +14,8 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from vla_sensor.training.config import choice
+
 
 @dataclass
 class Components:
@@ -66,7 +68,7 @@ def build_policy(cfg, dataset, stats):
     views, image size) come from ``dataset``. Also used to rebuild a model from a training checkpoint."""
     from vla_sensor.models.vla import QwenVLAWithSensor, build_model, stage_kwargs
 
-    stage = getattr(cfg.trainer.stage.name, "value", cfg.trainer.stage.name)
+    stage = choice(cfg.trainer.stage.name)
     init_from = cfg.trainer.stage.init_from
     if init_from:
         model = QwenVLAWithSensor.from_pretrained(_stage1_export(Path(init_from)))

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+
+def choice(value: Any) -> Any:
+    """A config choice as its plain value: an Enum member's ``value``, anything else as it is."""
+    return getattr(value, "value", value)
 
 
 class MixedPrecision(str, Enum):

@@ -38,16 +38,13 @@ from vla_sensor.data.collate import collate_samples
 from vla_sensor.data.disk_cache import build_or_reuse, key_of, open_cow
 from vla_sensor.data.images import RESAMPLE
 from vla_sensor.data.loader import build_loader
+from vla_sensor.training.config import choice
 
 log = logging.getLogger(__name__)
 
 FEATURE_CACHE_VERSION = 1
 FEATURES_KEY = "vl_features"
 HASH_BLOCK = 1 << 16  # bytes checked at each end of a feature file at every start
-
-
-def _value(x: Any) -> Any:
-    return getattr(x, "value", x)
 
 
 class FeatureCacheRefused(ValueError):
@@ -59,10 +56,10 @@ class FeatureCacheRefused(ValueError):
 
 def config_refusal(cfg: Any) -> str | None:
     """Why the config's run cannot reuse backbone features (None: it can). Checked before anything is built."""
-    stage = _value(cfg.trainer.stage.name)
+    stage = choice(cfg.trainer.stage.name)
     if stage != "stage1":
         return f"trainer.stage={stage} trains the backbone, so its features change at every step (the cache is for stage 1)"
-    if cfg.model.sensor_enabled and _value(cfg.model.fusion) == "tokens":
+    if cfg.model.sensor_enabled and choice(cfg.model.fusion) == "tokens":
         return "model.fusion=tokens puts the sensor tokens into the backbone, so its output depends on the sensor"
     return None
 
@@ -266,7 +263,7 @@ def attach(cfg: Any, accelerator: Any, model: Any, datasets: dict[str, Any]) -> 
                 out[split] = None
                 continue
             store = open_store(model, ds, cfg.data, cache_dir, split, device=accelerator.device,
-                               mixed_precision=str(_value(cfg.trainer.mixed_precision)), autocast=accelerator.autocast,
+                               mixed_precision=str(choice(cfg.trainer.mixed_precision)), autocast=accelerator.autocast,
                                progress=accelerator.is_main_process and bool(cfg.data.progress))
             out[split] = FeatureDataset(ds, store)
     return out

@@ -42,6 +42,7 @@ from vla_sensor.training.checkpointing import (
     save_checkpoint,
 )
 from vla_sensor.training.components import Components, cache_nbytes
+from vla_sensor.training.config import choice
 from vla_sensor.training.ema import EMA
 from vla_sensor.training.feature_cache import check_config as check_feature_cache
 from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
@@ -74,7 +75,7 @@ def make_accelerator(cfg: DictConfig) -> Accelerator:
         log_with.append("wandb")
     accelerator = Accelerator(
         cpu=cfg.cpu,
-        mixed_precision=_value(cfg.trainer.mixed_precision),
+        mixed_precision=choice(cfg.trainer.mixed_precision),
         log_with=log_with or None,
         step_scheduler_with_optimizer=False,  # we step the schedule once per optimizer step ourselves
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.trainer.find_unused_parameters)],
@@ -112,14 +113,10 @@ def teardown(accelerator: Accelerator | None) -> None:
     GradientState._reset_state()
 
 
-def _value(x) -> str:
-    return x.value if hasattr(x, "value") else str(x)
-
-
 def validate_config(cfg: DictConfig) -> None:
     """Cross-field checks the schema cannot express; run before anything is built."""
     tc = cfg.trainer
-    stage = _value(tc.stage.name)
+    stage = choice(tc.stage.name)
     if stage != "stage1":
         if not tc.stage.init_from:
             raise ValueError(f"trainer.stage={stage} needs trainer.stage.init_from=<a stage-1 run or its final/>")
@@ -530,7 +527,7 @@ def start_trackers(cfg: DictConfig, accelerator: Accelerator, run_dir: Path, sta
     if wb.enabled:
         if accelerator.is_main_process and state.wandb_run_id is None:
             state.wandb_run_id = secrets.token_hex(4)  # saved in checkpoints: a resume continues this W&B run
-        mode = _value(wb.mode) if wb.mode is not None else os.environ.get("WANDB_MODE", "offline")
+        mode = choice(wb.mode) if wb.mode is not None else os.environ.get("WANDB_MODE", "offline")
         init_kwargs["wandb"] = {
             "dir": str(run_dir),
             "mode": mode,
