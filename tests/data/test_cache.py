@@ -11,6 +11,7 @@ import pytest
 
 from vla_sensor import InsertionDataset
 from vla_sensor.data.cache import MmapCache
+from vla_sensor.data.cache_tool import clean
 from vla_sensor.data.config import strategy_settings
 from vla_sensor.data.format import TrajectoryReader
 from vla_sensor.data.storage import encode_stream, max_abs_error_bound
@@ -83,7 +84,12 @@ def test_mmap_is_reused_warm_and_rebuilt_when_the_source_changes(traj_copy, cach
     fresh = _mmap(traj_copy, cache_dir)
     assert fresh.built_here == [0]
     np.testing.assert_array_equal(fresh.window(10)[0][:, 1:], cold.window(10)[0][:, 1:] + 1.0)
-    assert len(list(cache_dir.glob("*.npy"))) == 1  # the stale version was removed
+    assert len(list(cache_dir.glob("*.npy"))) == 2  # a build deletes nothing: the stale version stays ...
+    out = clean(cache_dir)
+    assert [Path(p).name for p, _ in out["removed"]] == [cold._files[0].path.name]  # ... until cleaned
+    assert "changed" in out["removed"][0][1] or "superseded" in out["removed"][0][1]
+    assert [p.name for p in cache_dir.glob("*.npy")] == [fresh._files[0].path.name]
+    assert _mmap(traj_copy, cache_dir).built_here == []
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_tail", "no_sidecar", "bad_sidecar"])
@@ -126,8 +132,9 @@ def test_mmap_is_opened_lazily_and_never_pickled(small_dirs, cache_dir) -> None:
 
     ds = _ds(small_dirs, "mmap", cache_dir, sensor_window_size=64)
     ds.sensor_window(3)
-    assert ds.cache._arrays  # mapped in this process on first use
+    first = next(iter(ds.cache._files.values()))
+    assert first._map is not None  # mapped in this process on first use
     clone = pickle.loads(pickle.dumps(ds))
-    assert clone.cache._arrays == {}
+    assert all(f._map is None and f._fd == -1 for f in clone.cache._files.values())
     np.testing.assert_array_equal(clone.sensor_window(3)[0], ds.sensor_window(3)[0])
     assert len(pickle.dumps(ds)) < ds.raw_sensor_nbytes / 20  # no stream inside the pickle

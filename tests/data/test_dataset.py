@@ -134,7 +134,7 @@ def test_workers_map_the_cache_file_instead_of_copying_it(small_dirs: list[Path]
 
         def __getitem__(self, i: int) -> dict:
             sample = ds[i]
-            arr = ds.cache._array(sample["trajectory_index"])
+            arr = ds.cache._files[sample["trajectory_index"]].array()
             sample["mapped"] = isinstance(arr, np.memmap) and str(arr.filename).startswith(str(cache_dir))
             sample["pid"] = os.getpid()
             return sample

@@ -11,6 +11,7 @@ from PIL import Image
 
 from vla_sensor import InsertionDataset
 from vla_sensor.data.build import build_datasets
+from vla_sensor.data.cache_tool import clean
 from vla_sensor.data.collate import collate_samples
 from vla_sensor.data.loader import build_loader
 
@@ -52,7 +53,10 @@ def test_changed_image_rebuilds_the_view(traj_copy: Path, cache_dir: Path) -> No
     red = after[5]["images"][after.view_selection.index("oak")]
     assert (red[0] > 200).all() and (red[1:] < 50).all()
     assert torch.equal(after[4]["images"], step4)
-    assert len(list((cache_dir / "images").glob("*oak*.npy"))) == 1  # the stale version was removed
+    assert len(list((cache_dir / "images").glob("*oak*.npy"))) == 2  # a build deletes nothing ...
+    clean(cache_dir)
+    assert len(list((cache_dir / "images").glob("*oak*.npy"))) == 1  # ... cleaning removes the stale version
+    assert _ds(traj_copy, cache_dir).image_cache.built_here == []
 
 
 @pytest.mark.parametrize("damage", ["truncate", "no_sidecar"])

@@ -44,17 +44,17 @@ def _digest(ds: InsertionDataset) -> str:
 
 def _open_and_read(root: str, cache: str, barrier, out, fault: str = "") -> None:
     if fault == "die_mid_build":  # hold the lock with half a temp file written, then die like a killed rank
-        real = np.lib.format.write_array
+        real = np.lib.format.write_array_header_1_0
 
-        def write_array(f, array, *args, **kwargs):
+        def write_header(f, header, *args, **kwargs):  # the cache writer's first write
             if ".tmp" in str(getattr(f, "name", "")):
                 f.write(b"\x93NUMPY" + b"\0" * 4096)
                 f.flush()
                 time.sleep(1.0)
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real(f, array, *args, **kwargs)
+            return real(f, header, *args, **kwargs)
 
-        np.lib.format.write_array = write_array
+        np.lib.format.write_array_header_1_0 = write_header
     if barrier is not None:
         barrier.wait()
     ds = _dataset(Path(root), Path(cache))

@@ -9,10 +9,14 @@
   float32). Memory ≈ the raw stream.
 - ``mmap``: like ``stream``, but the array lives in an on-disk ``.npy`` cache that every process
   memory-maps, so DataLoader workers and DDP ranks on a node share one page-cache copy. Built once,
-  atomically, by one process holding an ``fcntl.flock`` while the others wait; keyed by the source
-  files (path, size, mtime, head/tail content hash) and the cache settings; a JSON sidecar written
-  last (header, size, checksums) marks it complete, so stale, truncated or corrupt caches are rebuilt
-  and never read as data.
+  atomically and in bounded memory (the stream is read, encoded and written in pieces), by one process
+  holding an ``fcntl.flock`` while the others wait; keyed by the source files (path, size, mtime,
+  head/tail content hash) and the cache settings, so caches of every dtype coexist in one directory.
+  A JSON sidecar written last (header, size, a CRC32 per 64 KiB block) marks it complete: stale or
+  truncated caches are rebuilt at open, and every block is checked the first time a process serves it
+  (:class:`~vla_sensor.data.disk_cache.CacheFile`), so a damaged cache is rebuilt, never read as data.
+  Batches gathered in the main process are read with positional reads (``os.preadv``), several in
+  flight, about the window's own bytes each.
 
 Every strategy returns identical windows (bit-exact for float32 storage). Sample windows of the
 ``stream``/``mmap``/``windows`` strategies are views of the cache: do not modify them in place.
@@ -20,9 +24,11 @@ Every strategy returns identical windows (bit-exact for float32 storage). Sample
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -30,13 +36,22 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from vla_sensor.data.disk_cache import build_or_reuse, hash_ends, key_of, open_cow
+from vla_sensor.data.disk_cache import CacheFile, Chunks, build_or_reuse, ensure_cache_dir, hash_ends, key_of
 from vla_sensor.data.errors import DataFormatError
 from vla_sensor.data.format import Trajectory
-from vla_sensor.data.storage import STORAGE_NP, EncodedStream, StorageDtype, decode_slice, encode_stream
+from vla_sensor.data.storage import (
+    STORAGE_NP,
+    EncodedStream,
+    StorageDtype,
+    channel_affine,
+    decode_slice,
+    encode_chunk,
+    encode_stream,
+)
 from vla_sensor.data.windows import SENSOR_CHANNELS, WindowSpec, window_bounds
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: per-block CRC32 in the sidecar
+BUILD_ROWS_BYTES = 32 << 20  # a build holds about this many bytes of the stream at a time
 
 
 class CacheStrategy(str, Enum):
@@ -143,9 +158,16 @@ class SensorCache:
             return out, length
         return self._rows(k, start, end, None), length
 
-    def _encoded(self, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
-        """Trajectory ``k``'s stored stream and int8 scale/offset (None: no stored copy to slice)."""
-        return None
+    # whether _stored/_codec give the encoded rows (stream, mmap); else windows are decoded float32
+    stores_encoded = False
+
+    def _stored(self, k: int, start: int, end: int) -> np.ndarray:
+        """Rows ``start:end`` of trajectory ``k``'s stored (encoded) stream, a view where possible."""
+        raise NotImplementedError
+
+    def _codec(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Trajectory ``k``'s int8 ``(scale, offset)`` (None, None for float32/float16)."""
+        return None, None
 
     def window_stored(self, i: int) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]:
         """Sample ``i``'s window in the storage dtype, its valid length and the int8 scale/offset (C,).
@@ -165,18 +187,18 @@ class SensorCache:
             ones = np.ones(self.channels, np.float32) if unit else None
             zeros = np.zeros(self.channels, np.float32) if unit else None
             return np.zeros((fixed or 1, self.channels), STORAGE_NP[self.dtype]), 0, ones, zeros
-        enc = self._encoded(k)
-        if enc is None:
+        if not self.stores_encoded:
             w, n = self.window(i)
             return w, n, None, None
-        data, scale, offset = enc
+        scale, offset = self._codec(k)
         start, end = int(self.starts[i]), int(self.ends[i])
         length = end - start
+        rows = self._stored(k, start, end)
         if fixed is not None and length < fixed:
-            out = np.zeros((fixed, self.channels), data.dtype)
-            out[fixed - length :] = data[start:end]
+            out = np.zeros((fixed, self.channels), rows.dtype)
+            out[fixed - length :] = rows
             return out, length, scale, offset
-        return data[start:end], length, scale, offset
+        return rows, length, scale, offset
 
     # ------------------------------------------------- window references (main-process gather)
     def window_ref(self, i: int) -> np.ndarray:
@@ -190,13 +212,24 @@ class SensorCache:
         return np.array([k, start, end, max(fixed or 0, end - start)], np.int64)
 
     def gather(
-        self, refs: np.ndarray, stored: bool = False
+        self, refs: np.ndarray, stored: bool = False, pool: Executor | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """The (B, T_max, C) windows of ``refs`` (B, 4), left-padded, in one new buffer.
 
         Each window is copied once into its last rows (float32: decoded on the way) and only padding
         rows are zeroed. ``stored`` keeps float16/int8 as stored and returns the int8 scale/offset
         (B, C) for :func:`~vla_sensor.data.sensor_decode.decode_sensor_batch`; else (data, None, None).
+        ``pool``: copy the windows on its threads, several at once (see :meth:`start_gather`).
+        """
+        return self.start_gather(refs, stored, pool)()
+
+    def start_gather(
+        self, refs: np.ndarray, stored: bool = False, pool: Executor | None = None
+    ) -> Callable[[], tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """Issue the copies of :meth:`gather` on ``pool`` now; the returned function waits for them.
+
+        The loader issues the next batch's gather before it hands out the current batch, so the
+        reads of one batch run while the model trains on the previous one.
         """
         stored = stored and self.dtype is not StorageDtype.float32
         b_size, t_max = refs.shape[0], int(refs[:, 3].max())
@@ -204,20 +237,36 @@ class SensorCache:
         int8 = stored and self.dtype is StorageDtype.int8
         scales = np.ones((b_size, self.channels), np.float32) if int8 else None
         offsets = np.zeros((b_size, self.channels), np.float32) if int8 else None
+        jobs = []
         for b, (k, start, end, _) in enumerate(refs.tolist()):
             n = end - start
             if n < t_max:
                 data[b, : t_max - n] = 0
             if not self.has_sensor[k] or not n:
                 continue
-            if stored:
-                enc, scale, offset = self._encoded(k)  # type: ignore[misc]
-                data[b, t_max - n :] = enc[start:end]
-                if int8:
-                    scales[b], offsets[b] = scale, offset  # type: ignore[index]
-            else:
-                self._rows(k, start, end, data[b, t_max - n :])
-        return data, scales, offsets
+            if int8:
+                scales[b], offsets[b] = self._codec(k)  # type: ignore[index]
+            jobs.append((k, start, end, data[b, t_max - n :], stored))
+        if pool is None or len(jobs) < 2:
+            for job in jobs:
+                self._copy_window(*job)
+            futures = []
+        else:
+            futures = [pool.submit(self._copy_window, *job) for job in jobs]
+
+        def result() -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+            for f in futures:
+                f.result()
+            return data, scales, offsets
+
+        return result
+
+    def _copy_window(self, k: int, start: int, end: int, out: np.ndarray, stored: bool) -> None:
+        """Rows ``start:end`` of trajectory ``k`` into ``out``: as stored, or decoded to float32."""
+        if stored:
+            out[...] = self._stored(k, start, end)
+        else:
+            self._rows(k, start, end, out)
 
     def _bar(self, items: Sequence[Any], desc: str) -> Any:
         return tqdm(items, desc=desc, disable=not self.progress, leave=False)
@@ -303,9 +352,14 @@ class StreamCache(SensorCache):
     def storage(self) -> dict[str, list[Any]] | None:
         return {"arrays": [s.data for s in self._streams.values()]}
 
-    def _encoded(self, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+    stores_encoded = True
+
+    def _stored(self, k: int, start: int, end: int) -> np.ndarray:
+        return self._streams[k].data[start:end]
+
+    def _codec(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         s = self._streams[k]
-        return s.data, s.scale, s.offset
+        return s.scale, s.offset
 
     def _rows(self, k: int, start: int, end: int, out: np.ndarray | None) -> np.ndarray:
         s = self._streams[k]
@@ -313,10 +367,11 @@ class StreamCache(SensorCache):
 
 
 class MmapCache(SensorCache):
-    """On-disk ``.npy`` per trajectory, built once (flock + temp + fsync + rename), mmapped lazily."""
+    """On-disk ``.npy`` per trajectory, built once (flock + temp + fsync + rename), read verified."""
 
     strategy = CacheStrategy.mmap
     shared_across_processes = True
+    stores_encoded = True
 
     def __init__(
         self,
@@ -328,16 +383,14 @@ class MmapCache(SensorCache):
         **kw: Any,
     ) -> None:
         super().__init__(trajectories, spec, **kw)
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = ensure_cache_dir(Path(cache_dir) if cache_dir else default_cache_dir())
         self.verify_full = verify_full
         self._reader_settings = reader_settings or {}
-        self._files: dict[int, Path] = {}
-        self._codec: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
+        self._files: dict[int, CacheFile] = {}
+        self._keys: dict[int, str] = {}
+        self._scale_offset: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
         self._file_bytes = 0
         self.built_here: list[int] = []  # trajectories this process (re)built
-        self._arrays: dict[int, np.ndarray] = {}
-        self._pid = os.getpid()
         for k in self._bar(range(len(self.trajectories)), "sensor mmap cache"):
             if self.trajectories[k].has_sensor:
                 self._prepare(k)
@@ -366,30 +419,50 @@ class MmapCache(SensorCache):
         npy = self.cache_dir / f"{prefix}{key[:24]}.npy"
         return npy, npy.with_suffix(".json"), self.cache_dir / f"{prefix}lock", prefix
 
-    def _prepare(self, k: int) -> None:
+    def _produce(self, traj: Trajectory) -> tuple[Chunks, dict[str, Any]]:
+        """The encoded stream as pieces (a build never holds the whole stream) and the sidecar extras."""
+        rows = max(1, BUILD_ROWS_BYTES // (4 * self.channels))
+        n = int(traj.sensor_timestamps.shape[0])  # type: ignore[union-attr]
+        scale = offset = None
+        if self.dtype is StorageDtype.int8:  # the per-channel range first: one pass over the source
+            lo = np.full(self.channels, np.inf, np.float32)
+            hi = np.full(self.channels, -np.inf, np.float32)
+            for piece in traj.iter_sensor_stream(rows, validate=True):
+                np.minimum(lo, piece.min(axis=0), out=lo)
+                np.maximum(hi, piece.max(axis=0), out=hi)
+            scale, offset = channel_affine(lo, hi)
+        source = traj.source_name()
+        pieces = (encode_chunk(p, self.dtype, scale, offset, source) for p in traj.iter_sensor_stream(rows, True))
+        extra = {
+            "source": source,
+            "sources": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in traj.sensor_files],
+            "scale": None if scale is None else scale.tolist(),
+            "offset": None if offset is None else offset.tolist(),
+        }
+        return Chunks((n, self.channels), np.dtype(STORAGE_NP[self.dtype]), pieces), extra
+
+    def _build(self, k: int, damaged: str | None = None) -> dict[str, Any]:
+        """Trajectory ``k``'s sidecar: its cache reused or built (``damaged``: rebuilt unless done already)."""
         traj = self.trajectories[k]
-        key = self._key(traj)
+        key = self._keys.get(k) or self._keys.setdefault(k, self._key(traj))
         npy, sidecar, lock, prefix = self._paths(traj, key)
-
-        def produce() -> tuple[np.ndarray, dict[str, Any]]:
-            enc = encode_stream(traj.load_sensor_stream(validate=True), self.dtype, traj.source_name())
-            extra = {
-                "source": traj.source_name(),
-                "scale": None if enc.scale is None else enc.scale.tolist(),
-                "offset": None if enc.offset is None else enc.offset.tolist(),
-            }
-            return enc.data, extra
-
-        meta, built = build_or_reuse(npy, sidecar, lock, key, produce, prefix, self.verify_full)
+        meta, built = build_or_reuse(npy, sidecar, lock, key, lambda: self._produce(traj), prefix, self.verify_full,
+                                     damaged_build=damaged)
         if built:
             self.built_here.append(k)
-        self._files[k] = npy
-        scale = None if meta["scale"] is None else np.asarray(meta["scale"], np.float32)
-        offset = None if meta["offset"] is None else np.asarray(meta["offset"], np.float32)
-        self._codec[k] = (scale, offset)
-        self._file_bytes += int(meta["data_bytes"])
+        return meta
+
+    def _prepare(self, k: int) -> None:
+        traj = self.trajectories[k]
+        meta = self._build(k)
+        npy = self._paths(traj, self._keys[k])[0]
         if meta["shape"][0] != traj.sensor_timestamps.shape[0]:  # type: ignore[union-attr]
             raise DataFormatError(f"{npy}: cache has {meta['shape'][0]} rows, source has more/less; delete it")
+        self._files[k] = CacheFile(npy, meta, rebuild=functools.partial(self._build, k), source=traj.source_name())
+        scale = None if meta["scale"] is None else np.asarray(meta["scale"], np.float32)
+        offset = None if meta["offset"] is None else np.asarray(meta["offset"], np.float32)
+        self._scale_offset[k] = (scale, offset)
+        self._file_bytes += int(meta["data_bytes"])
 
     # ----------------------------------------------------------------- access
     @property
@@ -397,30 +470,30 @@ class MmapCache(SensorCache):
         return self._file_bytes
 
     def storage(self) -> dict[str, list[Any]] | None:
-        return {"files": list(self._files.values())}
+        return {"files": [f.path for f in self._files.values()]}
 
-    def _array(self, k: int) -> np.ndarray:
-        if self._pid != os.getpid():  # forked worker: map again in this process
-            self._arrays, self._pid = {}, os.getpid()
-        arr = self._arrays.get(k)
-        if arr is None:
-            # copy-on-write mapping: pages are shared with every other process reading the file, and
-            # an accidental in-place write only touches a private page, never the cache
-            arr = self._arrays[k] = open_cow(self._files[k])
-        return arr
+    def _stored(self, k: int, start: int, end: int) -> np.ndarray:
+        # copy-on-write mapping: pages are shared with every other process reading the file, and an
+        # accidental in-place write only touches a private page, never the cache
+        return self._files[k].view(start, end)
 
-    def _encoded(self, k: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
-        scale, offset = self._codec[k]
-        return self._array(k), scale, offset
+    def _codec(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return self._scale_offset[k]
 
     def _rows(self, k: int, start: int, end: int, out: np.ndarray | None) -> np.ndarray:
-        scale, offset = self._codec[k]
-        return decode_slice(self._array(k)[start:end], self.dtype, scale, offset, out=out)
+        scale, offset = self._scale_offset[k]
+        return decode_slice(self._stored(k, start, end), self.dtype, scale, offset, out=out)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_arrays"] = {}  # never pickle a mapping: each process opens its own, lazily
-        return state
+    def _copy_window(self, k: int, start: int, end: int, out: np.ndarray, stored: bool) -> None:
+        """Positional reads into ``out`` (no page faults on a mapping, no read-ahead past the window)."""
+        file = self._files[k]
+        if stored or self.dtype is StorageDtype.float32:
+            file.read_into(start, end, out)
+            return
+        raw = np.empty((end - start, self.channels), file.dtype)
+        file.read_into(start, end, raw)
+        scale, offset = self._scale_offset[k]
+        decode_slice(raw, self.dtype, scale, offset, out=out)
 
 
 _STRATEGIES: dict[CacheStrategy, type[SensorCache]] = {

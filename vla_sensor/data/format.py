@@ -21,7 +21,7 @@ import functools
 import json
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -30,6 +30,7 @@ import numpy as np
 
 from vla_sensor.data.errors import DataFormatError, suggest
 from vla_sensor.data.images import ImageFiles, ImageSource
+from vla_sensor.data.npz_io import iter_npz_rows
 from vla_sensor.data.windows import SENSOR_CHANNELS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -56,6 +57,9 @@ class Trajectory:
     # sensor_loader(validate) returns the (N, C) float32 stream; validate=True checks NaN/inf
     sensor_loader: Callable[[bool], np.ndarray] | None = None
     num_channels: int | None = None
+    # sensor_chunks(rows, validate) yields the stream in pieces of at most ``rows`` rows (cache builds
+    # in bounded memory); None: pieces are cut from the whole stream
+    sensor_chunks: Callable[[int, bool], Iterator[np.ndarray]] | None = None
 
     @property
     def image_paths(self) -> dict[str, list[Path]]:
@@ -81,6 +85,15 @@ class Trajectory:
         if self.sensor_loader is None:
             raise DataFormatError(f"{self.path}: reader gave sensor timestamps but no stream or loader")
         return self.sensor_loader(validate)
+
+    def iter_sensor_stream(self, rows: int, validate: bool = True) -> Iterator[np.ndarray]:
+        """The (N, C) float32 stream in consecutive pieces of at most ``rows`` rows."""
+        if self.sensor_chunks is not None and self.sensor_stream is None:
+            yield from self.sensor_chunks(rows, validate)
+            return
+        stream = self.load_sensor_stream(validate)
+        for i in range(0, stream.shape[0], rows):
+            yield stream[i : i + rows]
 
     def source_name(self) -> str:
         return ", ".join(str(p) for p in self.sensor_files) or str(self.path)
@@ -279,6 +292,7 @@ class TrajectoryReader:
             traj.sensor_files = tuple(files)
             traj.num_channels = channels
             traj.sensor_loader = functools.partial(self._load_stream, tuple(files), len(ts), channels)
+            traj.sensor_chunks = functools.partial(self._iter_stream, tuple(files), len(ts), channels)
         return traj
 
     # ----------------------------------------------------------------- pieces
@@ -414,6 +428,26 @@ class TrajectoryReader:
                 f"{action_ts[0]:.6f}..{action_ts[-1]:.6f} s; expected the stream to start at or before the "
                 f"first action and to last until the last action (tolerance {tol:.4f} s)"
             )
+
+    def _iter_stream(self, files: tuple[Path, ...], n: int, channels: int, rows: int,
+                     validate: bool = True) -> Iterator[np.ndarray]:
+        """The stream of :meth:`_load_stream` in pieces of at most ``rows`` rows (memory: one piece)."""
+        done = 0
+        for path in files:
+            try:
+                parts = [iter_npz_rows(path, key, rows) for key in self.channel_keys]
+                for pieces in zip(*parts):
+                    out = np.concatenate([p[:, None] if p.ndim == 1 else p for p in pieces], axis=1, dtype=np.float32)
+                    if validate:
+                        check_finite(out, f"{path}:{'+'.join(self.channel_keys)} (rows from {done})")
+                    done += out.shape[0]
+                    yield out
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+                if isinstance(exc, DataFormatError):
+                    raise
+                raise DataFormatError(f"{path}: corrupt or truncated sensor data ({exc})") from exc
+        if done != n:
+            raise DataFormatError(f"{files[0]}: {done} sensor rows but {n} timestamps")
 
     def _load_stream(self, files: tuple[Path, ...], n: int, channels: int, validate: bool = True) -> np.ndarray:
         """Read the full (N, C) float32 stream; checks shapes and NaN/inf."""

@@ -49,12 +49,24 @@ class EncodedStream:
         return int(self.data.nbytes) + extra
 
 
-def encode_stream(stream: np.ndarray, dtype: StorageDtype | str, source: str = "stream") -> EncodedStream:
-    """Encode a float32 (N, C) stream for storage in ``dtype``."""
+def channel_affine(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 ``(scale, offset)`` per channel from the channel's min and max over the whole stream."""
+    offset = ((lo.astype(np.float64) + hi) / 2).astype(np.float32)
+    scale = ((hi.astype(np.float64) - lo) / 254.0).astype(np.float32)
+    scale[scale == 0] = 1.0  # constant channel: any scale reproduces it exactly
+    return scale, offset
+
+
+def encode_chunk(x: np.ndarray, dtype: StorageDtype | str, scale: np.ndarray | None = None,
+                 offset: np.ndarray | None = None, source: str = "stream") -> np.ndarray:
+    """Encode rows of a float32 stream; int8 needs the whole stream's ``channel_affine``.
+
+    Encoding piece by piece gives the same bytes as encoding the stream at once.
+    """
     dtype = StorageDtype(dtype)
-    x = np.asarray(stream, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)
     if dtype is StorageDtype.float32:
-        return EncodedStream(np.ascontiguousarray(x), dtype)
+        return np.ascontiguousarray(x)
     if dtype is StorageDtype.float16:
         peak = float(np.abs(x).max()) if x.size else 0.0
         if peak > FLOAT16_MAX:
@@ -62,15 +74,22 @@ def encode_stream(stream: np.ndarray, dtype: StorageDtype | str, source: str = "
                 f"{source}: values up to {peak:g} do not fit float16 storage (max {FLOAT16_MAX:g}); "
                 "use cache dtype float32 or int8"
             )
-        return EncodedStream(x.astype(np.float16), dtype)
-    lo = x.min(axis=0) if x.size else np.zeros(x.shape[1], np.float32)
-    hi = x.max(axis=0) if x.size else np.zeros(x.shape[1], np.float32)
-    offset = ((lo.astype(np.float64) + hi) / 2).astype(np.float32)
-    scale = ((hi.astype(np.float64) - lo) / 254.0).astype(np.float32)
-    scale[scale == 0] = 1.0  # constant channel: any scale reproduces it exactly
+        return x.astype(np.float16)
     q = np.rint((x - offset) / scale)
     np.clip(q, -127, 127, out=q)
-    return EncodedStream(q.astype(np.int8), dtype, scale, offset)
+    return q.astype(np.int8)
+
+
+def encode_stream(stream: np.ndarray, dtype: StorageDtype | str, source: str = "stream") -> EncodedStream:
+    """Encode a float32 (N, C) stream for storage in ``dtype``."""
+    dtype = StorageDtype(dtype)
+    x = np.asarray(stream, dtype=np.float32)
+    if dtype is not StorageDtype.int8:
+        return EncodedStream(encode_chunk(x, dtype, source=source), dtype)
+    lo = x.min(axis=0) if x.size else np.zeros(x.shape[1], np.float32)
+    hi = x.max(axis=0) if x.size else np.zeros(x.shape[1], np.float32)
+    scale, offset = channel_affine(lo, hi)
+    return EncodedStream(encode_chunk(x, dtype, scale, offset, source), dtype, scale, offset)
 
 
 def decode_slice(
