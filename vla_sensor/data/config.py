@@ -34,6 +34,13 @@ class CachedStrategy(str, Enum):
     mmap = "mmap"  # each stream once on disk, memory-mapped and shared by every process of a node
 
 
+class SamplingOrder(str, Enum):
+    """The order of shuffled training batches."""
+
+    shuffled = "shuffled"  # every sample in a random place each epoch
+    chunks = "chunks"  # runs of data.chunk_size consecutive samples of one trajectory, runs shuffled
+
+
 @dataclass
 class ReaderConfig:
     """Constructor arguments of the trajectory reader; ``_target_`` swaps in a user's own class."""
@@ -104,6 +111,10 @@ class DataConfig:
     bucket_by_length: bool = False
     # with workers and a stream/mmap cache: workers send window references, the main process copies
     gather_sensor_in_main: bool = True
+    # threads copying a batch's windows (positional reads for mmap), issued one batch ahead; 0: inline
+    gather_threads: int = 4
+    sampling: SamplingOrder = SamplingOrder.shuffled
+    chunk_size: Optional[int] = None  # noqa: UP045  (sampling=chunks: samples per run; null: batch_size)
     max_rows: Optional[int] = None  # noqa: UP045
     seed: int = 0
     progress: bool = True

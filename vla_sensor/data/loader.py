@@ -11,6 +11,11 @@ batch's windows straight from the cache into one buffer (:meth:`SensorCache.gath
 43.6 MB float32 batch through a new shared-memory segment costs about ten times that copy. The
 batches are the same either way, bit for bit.
 
+The gather runs on a small thread pool (``data.gather_threads``), several windows in flight (for
+``mmap``: positional reads of about the window's bytes each, so a dataset larger than memory reads
+what it needs from disk and not the kernel's read-ahead), and is issued for the next batch before the
+current one is handed out, so its reads overlap the training step.
+
 With ``pin_memory`` on a machine with CUDA every batch lands in page-locked memory, the windows the
 main process gathered included, so its host-to-device copy (``non_blocking=True``) runs
 asynchronously. Without CUDA the flag changes nothing.
@@ -19,6 +24,7 @@ asynchronously. Without CUDA the flag changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -26,7 +32,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from vla_sensor.data.collate import collate_samples
 from vla_sensor.data.config import data_config
-from vla_sensor.data.sampler import EpochBatchSampler, LengthBucketBatchSampler, ShardedBatchSampler
+from vla_sensor.data.sampler import (
+    ChunkedBatchSampler,
+    EpochBatchSampler,
+    LengthBucketBatchSampler,
+    ShardedBatchSampler,
+)
 
 REFS_KEY = "sensor_window_refs"
 
@@ -34,13 +45,17 @@ REFS_KEY = "sensor_window_refs"
 def make_batch_sampler(
     dataset: Dataset, data: Any, *, shuffle: bool, drop_last: bool, num_replicas: int = 1, rank: int = 0
 ) -> EpochBatchSampler:
-    """Sharded fixed-size batches, or length buckets (``data.bucket_by_length``) for variable windows."""
+    """Sharded fixed-size batches, or length buckets (``data.bucket_by_length``) for variable windows, or
+    (``data.sampling=chunks``) shuffled runs of ``data.chunk_size`` consecutive samples of one trajectory."""
     if data.bucket_by_length:
         return LengthBucketBatchSampler(
             dataset.sensor_lengths(),  # type: ignore[attr-defined]
             int(data.batch_size), shuffle=shuffle, seed=int(data.seed), drop_last=drop_last,
             num_replicas=num_replicas, rank=rank, max_rows=data.max_rows,
         )
+    if shuffle and getattr(data.sampling, "value", data.sampling) == "chunks":
+        return ChunkedBatchSampler(dataset.sample_traj, int(data.batch_size), int(data.chunk_size or data.batch_size),  # type: ignore[attr-defined]
+                                   num_replicas, rank, seed=int(data.seed), drop_last=drop_last)
     return ShardedBatchSampler(len(dataset), int(data.batch_size), num_replicas, rank, seed=int(data.seed),  # type: ignore[arg-type]
                                shuffle=shuffle, drop_last=drop_last)
 
@@ -70,7 +85,8 @@ def build_loader(
         batches = make_batch_sampler(dataset, data, shuffle=shuffle, drop_last=drop_last,
                                      num_replicas=num_replicas, rank=rank)
     return BatchLoader(dataset, batches, num_workers=int(data.num_workers), seed=int(data.seed),
-                       pin_memory=pin_memory, gather_in_main=bool(data.gather_sensor_in_main), collate_fn=collate_fn)
+                       pin_memory=pin_memory, gather_in_main=bool(data.gather_sensor_in_main), collate_fn=collate_fn,
+                       gather_threads=int(data.gather_threads))
 
 
 def gathers_in_main(dataset: Dataset, num_workers: int, collate_fn: Any = collate_samples) -> bool:
@@ -105,8 +121,11 @@ class BatchLoader:
         pin_memory: bool = False,
         gather_in_main: bool = True,
         collate_fn: Callable[[list[Any]], Any] = collate_samples,
+        gather_threads: int = 0,
     ) -> None:
         self.dataset = dataset
+        self.gather_threads = gather_threads
+        self._pool: ThreadPoolExecutor | None = None
         self.batch_sampler = batches
         self.num_workers = num_workers
         self.gathers = gather_in_main and gathers_in_main(dataset, num_workers, collate_fn)
@@ -128,43 +147,84 @@ class BatchLoader:
         return len(self.loader)
 
     def __iter__(self) -> BatchIterator:
-        self._last = BatchIterator(iter(self.loader), self._fill if self.gathers else None)
+        self._last = BatchIterator(iter(self.loader), self._start_fill if self.gathers else None)
         return self._last
 
     def close(self) -> None:
-        """Stop the (persistent) workers now rather than at garbage collection."""
+        """Stop the (persistent) workers and the gather threads now rather than at garbage collection."""
         last = getattr(self, "_last", None)
         if last is not None:
             last.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
-    def _fill(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """``batch`` with its window references replaced by the windows, copied from the cache."""
+    def _threads(self) -> ThreadPoolExecutor | None:
+        if self.gather_threads > 0 and self._pool is None:
+            self._pool = ThreadPoolExecutor(self.gather_threads, thread_name_prefix="sensor-gather")
+        return self._pool
+
+    def _start_fill(self, batch: Mapping[str, Any]) -> Callable[[], dict[str, Any]]:
+        """Start copying ``batch``'s windows from the cache; the returned function waits and gives the batch
+        with its window references replaced by the windows."""
         cache = self.dataset.cache  # type: ignore[attr-defined]
-        data, scale, offset = cache.gather(batch[REFS_KEY].numpy(), stored=self.dataset.decode_on_device)  # type: ignore[attr-defined]
-        out = {("sensor_data" if k == REFS_KEY else k): (torch.from_numpy(data) if k == REFS_KEY else v)
-               for k, v in batch.items()}
-        if scale is not None:
-            out["sensor_scale"], out["sensor_offset"] = torch.from_numpy(scale), torch.from_numpy(offset)
-        if self.pin:  # the DataLoader pinned what the workers sent; the gathered buffers are new
-            for key in ("sensor_data", "sensor_scale", "sensor_offset"):
-                if key in out:
-                    out[key] = out[key].pin_memory()
-        return out
+        pending = cache.start_gather(batch[REFS_KEY].numpy(), stored=self.dataset.decode_on_device,  # type: ignore[attr-defined]
+                                     pool=self._threads())
+
+        def finish() -> dict[str, Any]:
+            data, scale, offset = pending()
+            out = {("sensor_data" if k == REFS_KEY else k): (torch.from_numpy(data) if k == REFS_KEY else v)
+                   for k, v in batch.items()}
+            if scale is not None:
+                out["sensor_scale"], out["sensor_offset"] = torch.from_numpy(scale), torch.from_numpy(offset)
+            if self.pin:  # the DataLoader pinned what the workers sent; the gathered buffers are new
+                for key in ("sensor_data", "sensor_scale", "sensor_offset"):
+                    if key in out:
+                        out[key] = out[key].pin_memory()
+            return out
+
+        return finish
 
 
 class BatchIterator:
-    """One pass over a :class:`BatchLoader`; :meth:`close` stops its workers now (not at garbage collection)."""
+    """One pass over a :class:`BatchLoader`; :meth:`close` stops its workers now (not at garbage collection).
 
-    def __init__(self, iterator: Iterator[Any], fill: Callable[[Any], Any] | None) -> None:
+    With a gather, batch ``i + 1``'s copies are issued before batch ``i`` is returned (one batch ahead).
+    """
+
+    def __init__(self, iterator: Iterator[Any], start_fill: Callable[[Any], Callable[[], Any]] | None) -> None:
         self._it = iterator
-        self._fill = fill
+        self._start = start_fill
+        self._pending: Callable[[], Any] | None = None
+        self._error: BaseException | None = None
+        self._done = False
 
     def __iter__(self) -> BatchIterator:
         return self
 
+    def _issue(self) -> None:
+        """Fetch the next batch of references and start its gather (an error is raised when it is due)."""
+        try:
+            self._pending = self._start(next(self._it))  # type: ignore[misc]
+        except StopIteration:
+            self._done = True
+        except Exception as exc:  # a worker's error: raised at the batch it belongs to
+            self._error = exc
+
     def __next__(self) -> Any:
-        batch = next(self._it)
-        return self._fill(batch) if self._fill is not None else batch
+        if self._start is None:
+            return next(self._it)
+        if self._pending is None and self._error is None and not self._done:
+            self._issue()
+        if self._pending is None:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error
+            raise StopIteration
+        current, self._pending = self._pending, None
+        if not self._done:
+            self._issue()
+        return current()
 
     def close(self) -> None:
         shutdown = getattr(self._it, "_shutdown_workers", None)  # torch's multi-process iterator

@@ -1,4 +1,5 @@
-"""Batch samplers: sharded fixed-size batches, and length-bucketed ones for variable-length windows.
+"""Batch samplers: sharded fixed-size batches, length-bucketed ones for variable-length windows, and
+shuffled runs of consecutive samples (locality when the cache does not fit in memory).
 
 For length buckets (adaptive / seconds modes): padding a batch to its longest window wastes encoder work; grouping similar lengths keeps
 ``T_max`` close to every sample's length. Deterministic per ``seed + epoch``; DDP-aware: every rank
@@ -7,6 +8,7 @@ gets the same number of batches (short ranks repeat batches), so collective ops 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 
@@ -135,3 +137,47 @@ class LengthBucketBatchSampler(EpochBatchSampler):
 
     def __len__(self) -> int:
         return math.ceil(len(self._all_batches()) / self.num_replicas)
+
+
+class ChunkedBatchSampler(EpochBatchSampler):
+    """Shuffled runs of consecutive samples: locality for a cache larger than memory.
+
+    Each epoch every trajectory's samples are cut into runs of ``chunk_size`` consecutive steps (from a
+    random first cut, so runs differ between epochs), the runs of all trajectories are shuffled and
+    concatenated, and the result is cut into batches; batch ``j`` goes to rank ``j % num_replicas``. A
+    batch then reads a few contiguous stretches of the cache instead of ``batch_size`` scattered windows.
+    Neighbouring samples of a batch are correlated, which is the trade against full shuffling.
+    """
+
+    def __init__(self, sample_traj: Sequence[int] | np.ndarray, batch_size: int, chunk_size: int,
+                 num_replicas: int = 1, rank: int = 0, seed: int = 0, drop_last: bool = True) -> None:
+        super().__init__(batch_size, shuffle=True, seed=seed, drop_last=drop_last, num_replicas=num_replicas,
+                         rank=rank)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
+        self.sample_traj = np.asarray(sample_traj)
+        self.chunk_size = chunk_size
+        bounds = np.flatnonzero(np.diff(self.sample_traj)) + 1
+        self._spans = list(zip([0, *bounds.tolist()], [*bounds.tolist(), len(self.sample_traj)]))
+
+    def _all_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        runs = []
+        for a, b in self._spans:
+            cut = a + int(rng.integers(0, min(self.chunk_size, b - a)))  # first run may be shorter
+            edges = [a, *range(cut if cut > a else a + self.chunk_size, b, self.chunk_size), b]
+            runs += [(s, e) for s, e in itertools.pairwise(edges) if e > s]
+        shuffled = [runs[j] for j in rng.permutation(len(runs))]
+        order = np.concatenate([np.arange(s, e) for s, e in shuffled]) if runs else np.zeros(0, np.int64)
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+            return batches[: len(batches) - len(batches) % self.num_replicas]
+        per_rank = math.ceil(len(batches) / self.num_replicas)
+        return batches + batches[: per_rank * self.num_replicas - len(batches)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._all_batches()[self.rank :: self.num_replicas])
+
+    def __len__(self) -> int:
+        return len(self._all_batches()) // self.num_replicas

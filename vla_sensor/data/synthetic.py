@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_sensor.data.disk_cache import Chunks
 from vla_sensor.data.writer import write_trajectory
 
 OCT_SAMPLES = 1025
@@ -38,6 +39,7 @@ SLOW_ZONE_MM = 0.8
 LAYER_DEPTH_MM = 1.5
 XY_GAIN = 0.8
 ACTION_DIM = 7
+OCT_PIECE_BYTES = 16 << 20  # A-lines generated and written per piece
 TASK_INSTRUCTION = "Insert the needle into the target to 1 mm below the surface."  # written to meta.json
 
 
@@ -149,7 +151,11 @@ def generate_trajectory(
         z = _depth(ts, surface, speed, delay)
         pen = np.maximum(z - surface, 0.0)
         forces = (gain * pen**1.5 + rng.normal(0.0, 0.01, n)).astype(np.float32)
-        sensor = {"timestamps": ts, "forces": forces, "alines": _oct(z, surface, rng)}
+        # the A-lines (4.1 kB a row) are computed while they are written, a piece at a time: memory does
+        # not grow with the recording's length, and the values equal one call over the whole stream
+        rows = max(1, OCT_PIECE_BYTES // (4 * OCT_SAMPLES))
+        alines = (_oct(z[i : i + rows], surface, rng) for i in range(0, n, rows))
+        sensor = {"timestamps": ts, "forces": forces, "alines": Chunks((n, OCT_SAMPLES), np.dtype(np.float32), alines)}
         meta["sensor_rate_hz"] = sensor_rate
     write_trajectory(root, action_timestamps=t, actions=actions, images=frames, sensor=sensor, meta=meta)
     return root

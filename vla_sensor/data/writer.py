@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vla_sensor.data.npz_io import write_npz
+
 IMAGE_FORMATS = ("jpg", "png")
 
 
@@ -38,7 +40,7 @@ def write_trajectory(
     action_timestamps: np.ndarray,
     actions: np.ndarray,
     images: Mapping[str, Iterable[np.ndarray]],
-    sensor: Mapping[str, np.ndarray] | None = None,
+    sensor: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
     image_format: str = "jpg",
     jpeg_quality: int = 90,
@@ -47,7 +49,8 @@ def write_trajectory(
 
     ``images[view]`` yields one (H, W, 3) uint8 image per action step (``png`` is lossless, ``jpg``
     smaller). ``sensor`` holds the arrays of ``sensor.npz`` (``timestamps`` (N,) float64 and the
-    channel keys, e.g. ``forces`` (N,) and ``alines`` (N, 1025)); None writes no sensor file.
+    channel keys, e.g. ``forces`` (N,) and ``alines`` (N, 1025)), each an array or
+    :class:`~vla_sensor.data.disk_cache.Chunks`; None writes no sensor file.
     """
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format: expected one of {IMAGE_FORMATS}, got {image_format!r}")
@@ -72,8 +75,8 @@ def write_trajectory(
             count += 1
         if count != steps:
             raise ValueError(f"images[{view!r}]: expected {steps} images (one per action step), got {count}")
-    if sensor is not None:
-        np.savez(tmp / "sensor.npz", **{k: np.asarray(v) for k, v in sensor.items()})
+    if sensor is not None:  # arrays, or Chunks written piece by piece (bounded memory)
+        write_npz(tmp / "sensor.npz", sensor)
     (tmp / "meta.json").write_text(json.dumps(dict(meta or {}), indent=2))
     if out.exists():
         shutil.rmtree(out)
