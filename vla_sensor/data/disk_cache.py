@@ -238,6 +238,13 @@ def write_atomic(npy: Path, sidecar: Path, key: str, array: np.ndarray | Chunks,
     return meta
 
 
+def _claims(sidecar: Path, key: str) -> bool:
+    try:
+        return json.loads(sidecar.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_cache_dir(path: Path) -> Path:
     """Create ``path`` if needed; a clear error naming it when that is impossible."""
     try:
@@ -276,6 +283,9 @@ def build_or_reuse(
         meta = read_valid(npy, sidecar, key, verify_full)
         if meta is not None:
             return meta, False
+        if _claims(sidecar, key):  # complete once, for this very key: the file was damaged since
+            warnings.warn(f"{npy}: cache damaged (size, header or checksum differs from its sidecar); rebuilding it",
+                          CacheDamagedWarning, stacklevel=3)
     try:
         lf = open(lock, "a+b")  # noqa: SIM115 (held for the build below)
     except OSError as exc:
@@ -378,8 +388,8 @@ class CacheFile:
                           stacklevel=4)
             try:
                 meta = self._rebuild(build)
-            except DataFormatError as exc:
-                raise DataFormatError(f"{where}; rebuilding it failed: {exc}") from exc
+            except (DataFormatError, OSError) as exc:
+                raise DataFormatError(f"{where}; refused: rebuilding it from its source failed ({exc})") from exc
             self._set_meta(meta)  # the old descriptor may still be in use by another thread: left open
 
     def view(self, start: int, end: int) -> np.ndarray:
