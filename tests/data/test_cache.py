@@ -138,3 +138,55 @@ def test_mmap_is_opened_lazily_and_never_pickled(small_dirs, cache_dir) -> None:
     assert all(f._map is None and f._fd == -1 for f in clone.cache._files.values())
     np.testing.assert_array_equal(clone.sensor_window(3)[0], ds.sensor_window(3)[0])
     assert len(pickle.dumps(ds)) < ds.raw_sensor_nbytes / 20  # no stream inside the pickle
+
+
+def test_caches_of_every_dtype_coexist_in_one_dir(traj_copy, cache_dir) -> None:
+    """Switching the storage dtype back and forth reuses each dtype's cache: a build deletes no other file."""
+    first = {d: _mmap(traj_copy, cache_dir, dtype=d) for d in ("float32", "float16", "int8")}
+    assert all(c.built_here == [0] for c in first.values())
+    assert len(list(cache_dir.glob("*.npy"))) == 3
+    for d in ("int8", "float32", "float16", "float32"):
+        again = _mmap(traj_copy, cache_dir, dtype=d)
+        assert again.built_here == [], d
+        np.testing.assert_array_equal(again.window(9)[0], first[d].window(9)[0])
+    assert clean(cache_dir)["removed"] == []  # none of them is stale
+
+
+_PEAK = """
+import sys
+from pathlib import Path
+import vla_sensor.data.cache as cache, vla_sensor.data.npz_io as npz_io, vla_sensor.data.synthetic as synthetic
+cache.BUILD_ROWS_BYTES = npz_io.CHUNK_BYTES = synthetic.OCT_PIECE_BYTES = 1 << 20  # small pieces, small test
+out, seconds, step = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak-RSS mark: count the step, not the imports
+if step == "generate":
+    synthetic.generate_trajectory(out, 0, seconds=seconds, action_rate=1.0, image_size=8, views=("left",))
+else:
+    from vla_sensor.data.format import TrajectoryReader
+    from vla_sensor.data.windows import WindowSpec
+    cache.MmapCache([TrajectoryReader().read(out)], WindowSpec(8), cache_dir=out.parent / "c", dtype=step,
+                    progress=False)
+print(next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")))
+"""
+
+
+def test_generator_and_cache_builds_hold_a_piece_not_the_recording(tmp_path: Path) -> None:
+    """Peak memory of generating and caching a recording does not grow with its length (4x longer here)."""
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset the peak-RSS mark")
+
+    def peak(seconds: float, step: str) -> int:
+        out = tmp_path / f"s{seconds:g}" / "traj"
+        run = subprocess.run([sys.executable, "-c", _PEAK, str(out), str(seconds), step], capture_output=True,
+                             text=True, cwd=Path(__file__).parents[2], check=True)
+        return int(run.stdout.split()[-1])
+
+    short, long_ = 10.0, 40.0
+    grown = (long_ - short) * 650 * 1026 * 4  # bytes more of float32 sensor data: 80 MB
+    for step in ("generate", "float32", "int8"):
+        a, b = peak(short, step), peak(long_, step)
+        assert b - a < 0.1 * grown, (step, a, b)
