@@ -142,6 +142,16 @@ def test_json_complete_and_finite(quick_run: tuple[Path, str]) -> None:
     assert sim["policy"]["episodes"] > 0 and sim["policy"]["ms_per_step"] > 0
     assert r["lerobot"]["trajectories"] > 0
     assert r["serving"]["requests"] > 0
+    sc = r["scale"]
+    assert sc["limit"].startswith("none") and [s["ratio"] for s in sc["sizes"]] == [1.0]
+    for mode, m in sc["sizes"][0]["modes"].items():
+        assert "error" not in m, (mode, m)
+        _positive(m["batches_per_s"], f"scale.{mode}.batches_per_s")
+        assert m["disk_per_window_byte"] >= 0 and m["window_bytes"] > 0
+    assert [f["threads"] for f in sc["floor"]] == [1, 4] and all(f["windows_per_s"] > 0 for f in sc["floor"])
+    v = r["data"]["verification"]
+    for key in ("warm_init", "warm_init_verify_full", "first_read", "verified"):
+        _positive_timing(v[key], f"verification.{key}")
     targets = r["targets"]
     assert len(targets) >= 10
     for t in targets:
@@ -164,6 +174,8 @@ def test_markdown_tables(quick_run: tuple[Path, str]) -> None:
         "### Simulator",
         "### LeRobot datasets",
         "### Policy server",
+        "### Cache verification cost",
+        "### Past RAM (scale)",
     ):
         assert heading in md, heading
     assert "| Metric | No cache | Per-window cache (`windows`) | `stream` | `mmap` | Improvement (×) |" in md

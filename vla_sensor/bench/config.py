@@ -11,7 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-SECTIONS = ("floor", "data", "memory", "encoder", "model", "feature_cache", "sim", "lerobot", "serving", "gpu")
+SECTIONS = ("floor", "data", "memory", "encoder", "model", "feature_cache", "sim", "lerobot", "serving", "scale",
+            "gpu")
 # ``gpu`` is the CUDA check of the real-size model (``benchmark=gpu``), never part of a default run
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "gpu")
 
@@ -43,6 +44,31 @@ class DataBenchConfig:
     # torch intra-op threads of the loading process, as DataLoader workers set them (1): with more,
     # small per-sample tensor ops of the loader wait on a thread pool that the model would use
     torch_threads: int | None = 1
+
+
+@dataclass
+class ScaleBenchConfig:
+    """Past RAM: loading a cache larger than the memory the loading process may use (cgroup limit)."""
+
+    memory_limit_mb: int = 512  # the child's cgroup memory limit (page cache included)
+    ratios: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0])  # dataset size / memory limit
+    cgroup: bool = True  # false: no limit (the rows then say so)
+    drop_caches: bool = False  # also /proc/sys/vm/drop_caches (global) besides per-file eviction
+    trajectory_seconds: float = 60.0  # 160 MB of float32 sensor stream per recording
+    action_rate: float = 10.0
+    image_size: int = 16
+    window: int = 650
+    batch_size: int = 16
+    num_workers: int = 2
+    gather_threads: int = 4
+    modes: list[str] = field(default_factory=lambda: ["mmap_copy", "pread_1", "pread_threads", "chunks"])
+    batches: int = 40
+    warmup_batches: int = 4
+    floor_reads: int = 64
+    floor_threads: int = 4
+    build_seconds: list[float] = field(default_factory=lambda: [60.0, 240.0])  # build peak-RSS recordings
+    keep_data: bool = False
+    seed: int = 0
 
 
 @dataclass
@@ -126,6 +152,7 @@ class BenchmarkConfig:
     model: ModelBenchConfig = field(default_factory=ModelBenchConfig)
     feature_cache: FeatureCacheBenchConfig = field(default_factory=FeatureCacheBenchConfig)
     gpu: GpuBenchConfig = field(default_factory=GpuBenchConfig)
+    scale: ScaleBenchConfig = field(default_factory=ScaleBenchConfig)
 
 
 def resolve_config(node: DictConfig | dict[str, Any] | None) -> BenchmarkConfig:

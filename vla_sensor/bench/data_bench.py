@@ -136,6 +136,39 @@ class DataBench:
             log.warning("mmap: the warm init rebuilt its cache; the warm figure is not a reopen")
         return {"mmap_cold": Timing.from_samples(cold), "mmap_warm": Timing.from_samples(warm)}, holder.pop("ds")
 
+    # ------------------------------------------------------------ verification
+    def verification_cost(self, cache_dir: Path) -> dict[str, Any]:
+        """What checking the cache's blocks costs: warm start with ``verify_full`` (every block at open)
+        against the default (first and last block at open), and the per-sample window the first time its
+        blocks are served in a process (CRC checked) against once they were (a bitmap lookup)."""
+        from vla_sensor.data.config import strategy_settings
+        from vla_sensor.data.dataset import InsertionDataset
+
+        def build(verify_full: bool) -> Any:
+            return InsertionDataset([str(p) for p in self.paths], horizon=self.cfg.horizon,
+                                    sensor_window_size=self.cfg.window, view_selection=list(self.cfg.views),
+                                    **strategy_settings("mmap"), cache_dir=str(cache_dir), verify_full=verify_full,
+                                    image_size=(self.cfg.image_size, self.cfg.image_size), progress=False)
+
+        repeats = max(self.cfg.init_repeats, 1)
+        out: dict[str, Any] = {}
+        for name, full in (("warm_init", False), ("warm_init_verify_full", True)):
+            out[name] = Timing.from_samples([time_once(lambda full=full: build(full))[0] for _ in range(repeats)]).to_dict()
+        ds = build(False)  # nothing verified yet in this process
+        touch = self.sample_order(len(ds), len(ds), salt=6)
+        buf = np.zeros((self.cfg.window, int(ds.num_channels)), np.float32)
+
+        def materialized(i: int) -> None:
+            window, _ = ds.sensor_window(i)
+            np.copyto(buf[buf.shape[0] - window.shape[0] :], window)
+
+        blocks = sum(len(f.verified) for f in ds.cache._files.values())
+        out["first_read"] = measure_each(materialized, touch).to_dict()  # each block's CRC checked on the way
+        out["verified"] = measure_each(materialized, touch).to_dict()
+        out["blocks"] = blocks
+        out["cache_nbytes"] = int(ds.cache_nbytes)
+        return out
+
     # ----------------------------------------------------------------- samples
     def sample_order(self, n_samples: int, count: int, salt: int = 0) -> list[int]:
         rng = np.random.default_rng([self.cfg.seed, salt])
@@ -424,6 +457,8 @@ def _run(cfg: DataBenchConfig, work_dir: Path, on_floor: Callable[[int], None] |
         proc["num_workers"] = epoch["num_workers"]
         memory["processes"][strategy] = proc
 
+        if strategy == "mmap":
+            data["verification"] = bench.verification_cost(bench.last_cache_dir)  # type: ignore[arg-type]
         if strategy == "stream":
             reference = ds
             ranges = channel_ranges(paths)

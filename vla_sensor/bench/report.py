@@ -184,6 +184,27 @@ def memory_table(results: dict[str, Any]) -> str:
     return "\n\n".join(["### Memory Usage", device_heading(results), fmt.table(header, rows), note])
 
 
+def verification_table(results: dict[str, Any]) -> str:
+    """What checking the mmap cache's per-block CRCs costs at start-up and per sample."""
+    v = _g(results, "data", "verification")
+    if not v:
+        return ""
+    gb = v["cache_nbytes"] / 1e9
+    rows = [
+        ["Warm start (cache on disk): sidecar, header, first and last block checked (default)", fmt.timing(v["warm_init"]),
+         f"{_med(v['warm_init']) / gb:.3f} s/GB"],
+        ["Warm start with `verify_full=true` (every block's CRC checked at open)", fmt.timing(v["warm_init_verify_full"]),
+         f"{_med(v['warm_init_verify_full']) / gb:.3f} s/GB"],
+        ["Sensor window per sample, materialized, first time its blocks are served in the process (CRC checked)",
+         fmt.timing(v["first_read"]), fmt.NA],
+        ["Sensor window per sample, materialized, blocks already checked (every later read)", fmt.timing(v["verified"]),
+         f"first / later: {fmt.ratio(fmt.safe_div(_med(v['first_read']), _med(v['verified'])))}"],
+    ]
+    note = (f"{fmt.nbytes(v['cache_nbytes'])} float32 `mmap` cache in {v['blocks']} blocks of 64 KiB, each with a CRC32; "
+            "the page cache holds the files (in-RAM figures). Every sample of the dataset is read once, then again.")
+    return "\n\n".join(["### Cache verification cost", device_heading(results), fmt.table(["Step", "Time", "Per GB / ratio"], rows), note])
+
+
 def quantization_table(results: dict[str, Any]) -> str:
     q = _g(results, "memory", "quantization")
     if not q:
@@ -311,6 +332,7 @@ def markdown(results: dict[str, Any], targets: list[TargetResult]) -> str:
         loading_table(results),
         results_table(results),
         memory_table(results),
+        verification_table(results),
         quantization_table(results),
         encoder_table(results),
         floor_table(results),

@@ -137,7 +137,7 @@ def model_recordings(cfg: BenchmarkConfig, work_dir: Path) -> list[Path]:
 
 
 def _extra_sections(cfg: BenchmarkConfig, work_dir: Path, seconds: dict[str, float]) -> dict[str, Any]:
-    """The simulator, LeRobot and serving sections (each needs only its own packages)."""
+    """The simulator, LeRobot, serving and scale sections (each needs only its own packages)."""
     out: dict[str, Any] = {}
     if "sim" in cfg.sections:
         from vla_sensor.bench.sim_bench import measure_policy_rollouts, measure_sim
@@ -157,6 +157,12 @@ def _extra_sections(cfg: BenchmarkConfig, work_dir: Path, seconds: dict[str, flo
         t0 = time.perf_counter()
         out["serving"] = measure_serving(cfg.quick)
         seconds["serving"] = time.perf_counter() - t0
+    if "scale" in cfg.sections:
+        from vla_sensor.bench.scale_bench import measure_scale
+
+        t0 = time.perf_counter()
+        out["scale"] = measure_scale(cfg.scale, work_dir)
+        seconds["scale"] = time.perf_counter() - t0
     return out
 
 
@@ -176,6 +182,10 @@ def _extra_markdown(results: dict[str, Any]) -> str:
         from vla_sensor.bench.serving_bench import format_serving_section
 
         parts.append(format_serving_section(results["serving"]))
+    if "scale" in results:
+        from vla_sensor.bench.scale_bench import format_scale_section
+
+        parts.append(format_scale_section(results["scale"], report.device_heading(results)))
     return "".join("\n" + p for p in parts)
 
 

@@ -24,6 +24,12 @@ ENCODER_MAX_MEMORY_RATIO = 0.4
 ENCODER_MAX_TIME_RATIO = 1.4
 FLOOR_MAX_MULTIPLE = 3.0
 FAST_STRATEGIES = ("stream", "mmap")
+SCALE_MIN_RATIO = 4.0  # "past RAM": dataset at least this many times the memory limit
+SCALE_MAX_DISK_RATIO = 1.2
+SCALE_MAX_FLOOR_MULTIPLE = 1.5
+SCALE_CHUNKS_MIN_FRACTION = 0.9  # chunk-shuffled past RAM against shuffled in RAM
+WARM_START_MAX_S_PER_GB = 0.1
+BUILD_MAX_PEAK_BYTES = 0.5e9
 
 
 @dataclass
@@ -179,8 +185,62 @@ def floor(results: dict[str, Any]) -> list[TargetResult]:
     return out
 
 
+def scale(results: dict[str, Any]) -> list[TargetResult]:
+    """Past RAM: bytes read and speed at ≥ 4× the memory limit, warm start, and bounded builds."""
+    sc = results.get("scale") or {}
+    sizes = [s for s in sc.get("sizes", []) if s["ratio"] >= SCALE_MIN_RATIO]
+    names = ("past RAM: disk bytes ≤ 1.2× window bytes (shuffled, ≥ 4× memory)",
+             "past RAM: batches/s within 1.5× of the disk's parallel random-read floor (shuffled, ≥ 4× memory)",
+             "past RAM: chunk-shuffled at ≥ 0.9× the in-RAM shuffled speed (≥ 4× memory)",
+             "warm start ≤ 0.1 s/GB (≥ 4× memory, page cache dropped)")
+    if not sizes:
+        out = [_missing(n, "scale (no dataset ≥ 4× the memory limit)") for n in names]
+    else:
+        big, small = sizes[-1], sc["sizes"][0]
+        shuffled, chunks = big["modes"].get("pread_threads", {}), big["modes"].get("chunks", {})
+        floors = [f for f in sc.get("floor", []) if f["threads"] > 1]
+        out = []
+        r = shuffled.get("disk_per_window_byte")
+        out.append(_missing(names[0], "scale.pread_threads") if r is None else
+                   TargetResult(names[0], f"{r:.2f}× at {big['ratio']:g}×", r <= SCALE_MAX_DISK_RATIO))
+        bps = shuffled.get("batches_per_s")
+        if bps is None or not floors:
+            out.append(_missing(names[1], "scale.pread_threads / scale.floor"))
+        else:
+            floor_bps = floors[-1]["windows_per_s"] / sc["batch_size"]
+            m = floor_bps / bps
+            out.append(TargetResult(names[1], f"{bps:.1f} batches/s vs floor {floor_bps:.1f} ({m:.2f}×)",
+                                    m <= SCALE_MAX_FLOOR_MULTIPLE))
+        in_ram = small["modes"].get("pread_threads", {}).get("batches_per_s")
+        c = chunks.get("batches_per_s")
+        if c is None or in_ram is None:
+            out.append(_missing(names[2], "scale.chunks"))
+        else:
+            out.append(TargetResult(names[2], f"{c:.1f} vs {in_ram:.1f} batches/s in RAM ({small['ratio']:g}×)",
+                                    c >= SCALE_CHUNKS_MIN_FRACTION * in_ram))
+        init = shuffled.get("init_s")
+        if init is None:
+            out.append(_missing(names[3], "scale.pread_threads.init_s"))
+        else:
+            per_gb = init / (big["dataset_bytes"] / 1e9)
+            out.append(TargetResult(names[3], f"{per_gb:.3f} s/GB ({init:.2f} s for {fmt.nbytes(big['dataset_bytes'])})",
+                                    per_gb <= WARM_START_MAX_S_PER_GB))
+    builds = [b for b in sc.get("build_memory", []) if "build_peak_bytes" in b]
+    name = "cache build peak RSS ≤ 0.5 GB and flat in the recording's length"
+    if len(builds) < 2:
+        out.append(_missing(name, "scale.build_memory (two lengths)"))
+    else:
+        a, b = builds[0], builds[-1]
+        growth = (b["build_peak_bytes"] - a["build_peak_bytes"]) / max(b["stream_bytes"] - a["stream_bytes"], 1)
+        peak = max(x["build_peak_bytes"] for x in builds)
+        out.append(TargetResult(name, f"peak {fmt.nbytes(peak)}; {fmt.percent(growth)} of the extra stream bytes "
+                                f"({fmt.nbytes(a['stream_bytes'])} → {fmt.nbytes(b['stream_bytes'])})",
+                                peak <= BUILD_MAX_PEAK_BYTES and growth <= 0.1))
+    return out
+
+
 CHECKS: list[Callable[[dict[str, Any]], list[TargetResult]]] = [
-    per_sample, batch, cache_bytes, worker_copies, warm_init, encoder, floor,
+    per_sample, batch, cache_bytes, worker_copies, warm_init, encoder, floor, scale,
 ]
 
 
