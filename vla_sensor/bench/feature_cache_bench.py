@@ -81,7 +81,7 @@ def measure_config(label: str, arch: dict[str, Any] | None, image_size: int, cfg
                    recordings: list[Path], views: list[str]) -> dict[str, Any]:
     """One model: step timings, cache size and build time, batch loading with images vs features."""
     from vla_sensor.data.loader import build_loader
-    from vla_sensor.training.feature_cache import FEATURES_KEY, FeatureDataset, open_store
+    from vla_sensor.training.feature_cache import FeatureDataset, open_store
 
     model = _model(arch, views, image_size)
     ds = _dataset(model, recordings, views, image_size)
@@ -89,7 +89,7 @@ def measure_config(label: str, arch: dict[str, Any] | None, image_size: int, cfg
     batch = next(iter(build_loader(ds, ds.config, shuffle=False, batches=batches[:1])))
     with torch.no_grad():
         cached = {k: v for k, v in batch.items() if k not in MODEL_INPUTS}
-        cached[FEATURES_KEY] = model.backbone_features(batch).float()
+        cached.update(model.backbone_features(batch))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step(b: dict[str, Any]) -> None:

@@ -132,7 +132,6 @@ def measure_steps(gpu: GpuBenchConfig, work: Path, views: list[str], device: tor
     from vla_sensor.bench.model_bench import _batch
     from vla_sensor.data.synthetic import generate_dataset
     from vla_sensor.models.vla import stage_kwargs
-    from vla_sensor.training.feature_cache import FEATURES_KEY
 
     seconds = max(2.0, max(gpu.batch_sizes) / 10.0 + 1.0)  # at least one batch of the largest size
     recordings = [Path(p) for p in generate_dataset(work / "recordings", trajectories=1, seconds=seconds,
@@ -152,8 +151,8 @@ def measure_steps(gpu: GpuBenchConfig, work: Path, views: list[str], device: tor
             batch = batches[bs]
             if mode == "stage 1, feature cache":
                 with torch.no_grad():
-                    features = model.backbone_features(batch).float()
-                batch = {k: v for k, v in batch.items() if k not in MODEL_INPUTS} | {FEATURES_KEY: features}
+                    features = model.backbone_features(batch)
+                batch = {k: v for k, v in batch.items() if k not in MODEL_INPUTS} | features
             row: dict[str, Any] = {"mode": mode, "batch_size": bs}
             try:
                 row.update(_time_steps(model, batch, gpu, device), status="measured")

@@ -99,14 +99,27 @@ class ActionHead(nn.Module):
         return self.out(self.net(feature)).view(-1, self.horizon, self.action_dim)
 
 
-def masked_action_loss(pred: Tensor, target: Tensor, is_pad: Tensor | None, kind: str = "l1") -> dict[str, Tensor]:
-    """Mean L1 / MSE over the valid (non-padded) steps and all action dims.
+LOSSES = ("l1", "mse", "huber")
 
-    Returns the selected ``loss`` plus ``l1`` and ``mse`` (both masked) for logging. A batch whose
-    steps are all padded gives a zero loss that still has a gradient path.
+
+def masked_action_loss(
+    pred: Tensor,
+    target: Tensor,
+    is_pad: Tensor | None,
+    kind: str = "l1",
+    weights: Tensor | None = None,
+    huber_delta: float = 1.0,
+) -> dict[str, Tensor]:
+    """Mean L1 / MSE / Huber (smooth L1) over the valid (non-padded) steps and the action dims.
+
+    ``weights`` (A,): per-dimension weights, the loss being the weighted mean over dimensions (all 1:
+    the plain mean). Returns the selected ``loss`` plus ``l1`` and ``mse`` (masked, unweighted) for
+    logging. A batch whose steps are all padded gives a zero loss that still has a gradient path.
     """
     if pred.shape != target.shape:
         raise ValueError(f"predicted actions {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape")
+    if kind not in LOSSES:
+        raise ValueError(f"loss must be one of {'/'.join(LOSSES)}, got {kind!r}")
     if is_pad is None:
         valid = torch.ones(pred.shape[:2], dtype=pred.dtype, device=pred.device)
     else:
@@ -118,6 +131,15 @@ def masked_action_loss(pred: Tensor, target: Tensor, is_pad: Tensor | None, kind
     diff = pred - target
     l1 = (diff.abs() * w).sum() / denom
     mse = (diff.square() * w).sum() / denom
-    if kind not in ("l1", "mse"):
-        raise ValueError(f"loss must be 'l1' or 'mse', got {kind!r}")
-    return {"loss": l1 if kind == "l1" else mse, "l1": l1.detach(), "mse": mse.detach()}
+    if kind == "l1":
+        per = diff.abs()
+    elif kind == "mse":
+        per = diff.square()
+    else:
+        per = torch.nn.functional.huber_loss(pred, target, reduction="none", delta=float(huber_delta))
+    if weights is None:
+        loss = (per * w).sum() / denom
+    else:
+        dim_w = weights.to(pred.dtype)
+        loss = (per * w * dim_w).sum() / (valid.sum() * dim_w.sum()).clamp_min(1e-12)
+    return {"loss": loss, "l1": l1.detach(), "mse": mse.detach()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Optional
 
 
 class Fusion(str, Enum):
@@ -19,8 +19,11 @@ class Fusion(str, Enum):
 
 
 class LossType(str, Enum):
+    """The action loss on normalised actions (``huber``: smooth L1, quadratic below ``huber_delta``)."""
+
     l1 = "l1"
     mse = "mse"
+    huber = "huber"
 
 
 class Pooling(str, Enum):
@@ -28,6 +31,7 @@ class Pooling(str, Enum):
 
     last = "last"  # hidden state of the last non-pad token (the assistant turn's start)
     mean = "mean"  # masked mean over all non-pad tokens
+    attention = "attention"  # learned queries cross-attending over all tokens, 2-D positions for image tokens
 
 
 class BackboneFamily(str, Enum):
@@ -104,7 +108,16 @@ class ModelConfig:
     fusion: Fusion = Fusion.late
     num_sensor_tokens: int = 8
     pooling: Pooling = Pooling.last
+    readout_queries: int = 4  # pooling=attention: learned queries (the head reads queries x hidden values)
+    readout_heads: int = 4  # pooling=attention: attention heads (must divide the backbone's hidden size)
     loss: LossType = LossType.l1
+    huber_delta: float = 1.0  # loss=huber: where the loss turns from quadratic to linear (normalised units)
+    # Per-action-dimension loss weights (empty: all 1); e.g. [4, 4, 1] weighs dx, dy four times dz.
+    loss_weights: list[float] = field(default_factory=list)
+    # Proprioceptive state (batch key ``state``) through a projector into the fusion.
+    # None: on when the training data has state; true without state in the data is an error.
+    use_state: Optional[bool] = None  # noqa: UP045
+    state_hidden_dim: int = 64
     head_hidden_dim: int = 256
     head_num_layers: int = 2
     head_dropout: float = 0.0

@@ -34,7 +34,9 @@ from vla_sensor.models.action_head import ActionHead, ActionNormalizer, masked_a
 from vla_sensor.models.backbone import LoadedBackbone, load_backbone, to_plain
 from vla_sensor.models.encoder_config import EncoderConfig
 from vla_sensor.models.model_config import ModelConfig
+from vla_sensor.models.readout import AttentionReadout, token_layout
 from vla_sensor.models.stages import apply_lora, configure_stage
+from vla_sensor.models.state import StateProjector, state_stats_of
 from vla_sensor.models.tokenizer import SENSOR_TOKEN, ensure_sensor_token
 from vla_sensor.models.vision import PromptSpec, QwenSampleTransform, collate_model_inputs
 
@@ -43,6 +45,10 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "vla_config.json"
 STATS_NAME = "action_stats.json"
 TOKENIZER_DIR = "tokenizer"
+# Batch keys of the readout's inputs when they come from the feature cache instead of the backbone.
+FEATURES_KEY = "vl_features"
+TOKENS_KEY = "vl_tokens"
+LAYOUT_KEY = "vl_token_layout"
 _NO_SENSOR_T = 4  # rows of zeros standing in for a missing sensor_data (enough for cubic resampling)
 
 
@@ -64,12 +70,15 @@ class QwenVLAWithSensor(nn.Module):
         action_stats: Any = None,
         view_selection: Sequence[str] | None = None,
         image_size: Sequence[int] | int | None = None,
+        state_dim: int = 0,
     ) -> None:
         """``config``: the ``model`` settings (fusion, pooling, loss, head, sensor sizes; unset: the
         schema's defaults, 512/3072 sensor sizes); the three sensor arguments may be given directly
         instead, as in the original API. ``encoder``: the sensor encoder's own settings. The sizes that
         follow the data (``action_dim``, ``horizon``, ``sensor_channels``, views, image size) are the
-        dataset's. ``backbone``: a :class:`BackboneConfig`-like spec, a path, or None (the tiny one)."""
+        dataset's, as is ``state_dim`` (0: no proprioceptive state; > 0: ``batch["state"]`` (B, state_dim)
+        is normalised with the ``state`` statistics of ``set_action_stats`` and projected into the
+        fusion). ``backbone``: a :class:`BackboneConfig`-like spec, a path, or None (the tiny one)."""
         super().__init__()
         m = model_settings(config, sensor_enabled=sensor_enabled, sensor_hidden_dim=sensor_hidden_dim,
                            sensor_output_dim=sensor_output_dim)
@@ -77,24 +86,45 @@ class QwenVLAWithSensor(nn.Module):
         self.init_kwargs: dict[str, Any] = to_plain(dict(
             config=m, encoder=enc, action_dim=int(action_dim), horizon=int(horizon),
             sensor_channels=int(sensor_channels), view_selection=list(view_selection) if view_selection else None,
-            image_size=image_size,
+            image_size=image_size, state_dim=int(state_dim),
         ))
         self.sensor_enabled, self.fusion = bool(m["sensor_enabled"]), m["fusion"]
         self.loss_type, self.pooling = m["loss"], m["pooling"]
+        self.huber_delta = float(m["huber_delta"])
         self.action_dim, self.horizon = int(action_dim), int(horizon)
+        self.loss_weights = self._loss_weights(m["loss_weights"])
         self.view_selection = list(view_selection) if view_selection else None
         self.image_size = image_size
         self.stage: int | None = None
         self.lora_settings: dict[str, Any] | None = None
         self._init_backbone(backbone)
-        head_in = self._init_sensor_path(m, enc, int(sensor_channels))
-        self.vl_norm = nn.LayerNorm(self.hidden_size)
+        self.readout: AttentionReadout | None = None
+        vl_dim = self.hidden_size
+        if self.pooling == "attention":
+            self.readout = AttentionReadout(self.hidden_size, int(m["readout_queries"]), int(m["readout_heads"]))
+            vl_dim = self.readout.out_dim
+        head_in = self._init_sensor_path(m, enc, int(sensor_channels)) - self.hidden_size + vl_dim
+        self.state_dim = int(state_dim)
+        self.state_projector: StateProjector | None = None
+        if self.state_dim > 0:
+            self.state_projector = StateProjector(self.state_dim, int(m["state_hidden_dim"]))
+            head_in += self.state_projector.out_dim
+        self.vl_norm = nn.LayerNorm(vl_dim)
         self.head = ActionHead(head_in, action_dim, horizon, m["head_hidden_dim"], m["head_num_layers"],
                                m["head_dropout"])
         self.normalizer = ActionNormalizer(action_dim)
         if action_stats is not None:
             self.set_action_stats(action_stats)
         self._transform: QwenSampleTransform | None = None
+
+    def _loss_weights(self, weights: Sequence[float]) -> Tensor | None:
+        if not weights:
+            return None
+        w = torch.tensor([float(x) for x in weights])
+        if w.shape != (self.action_dim,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"model.loss_weights={list(weights)}: expected {self.action_dim} finite weights >= 0 "
+                             f"(one per action dimension) with a positive sum")
+        return w
 
     def _init_backbone(self, backbone: Any) -> None:
         loaded = backbone if isinstance(backbone, LoadedBackbone) else load_backbone(backbone)
@@ -136,15 +166,26 @@ class QwenVLAWithSensor(nn.Module):
 
     def policy_modules(self) -> list[nn.Module]:
         """Modules trained in every stage: sensor encoder, fusion layers, action head."""
-        mods = [self.sensor_encoder, self.sensor_norm, self.sensor_token_proj, self.vl_norm, self.head]
+        mods = [self.readout, self.sensor_encoder, self.sensor_norm, self.sensor_token_proj, self.state_projector,
+                self.vl_norm, self.head]
         return [m for m in mods if m is not None]
 
     def set_action_stats(self, stats: Any) -> None:
-        """Training-split statistics (mapping of name -> floats, or an object with ``to_dict()``)."""
+        """Training-split statistics (mapping of name -> floats, or an object with ``to_dict()``); with a
+        state, their ``state`` statistics normalise ``batch["state"]``."""
         self.normalizer.set_stats(stats)
+        if self.state_projector is not None:
+            state = state_stats_of(stats)
+            if state is None:
+                raise ValueError(f"the model reads a {self.state_dim}-dim state: the action statistics need "
+                                 "'state' statistics (the training split's)")
+            self.state_projector.set_stats(state)
 
     def action_stats(self) -> dict[str, Any]:
-        return self.normalizer.to_dict()
+        out = self.normalizer.to_dict()
+        if self.state_projector is not None:
+            out["state"] = self.state_projector.normalizer.to_dict()
+        return out
 
     def configure_stage(self, stage: int = 1, **kwargs: Any) -> dict[str, int]:
         """See :func:`vla_sensor.models.stages.configure_stage`."""
@@ -260,12 +301,30 @@ class QwenVLAWithSensor(nn.Module):
             return f"the backbone's attention_dropout={dropout}: its training-mode features are random"
         return None
 
-    def backbone_features(self, batch: Mapping[str, Any]) -> Tensor:
-        """The frozen backbone's part of late fusion: the pooled VL feature before ``vl_norm``, (B, hidden),
-        in the backbone's dtype. The feature cache stores exactly this per sample."""
+    def backbone_features(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """The frozen backbone's part of late fusion, in the backbone's dtype: what the readout reads.
+        ``pooling=last|mean``: ``{"vl_features": (B, hidden)}``, the pooled feature before ``vl_norm``;
+        ``pooling=attention``: ``{"vl_tokens": (B, L, hidden), "vl_token_layout": (B, L, 3)}``, every
+        token's final hidden state and its (view, row, col). The feature cache stores exactly this."""
         inputs = self._model_inputs(batch)
         with contextlib.nullcontext() if self._backbone_needs_grad() else torch.no_grad():
-            return self._pooled(self._run_backbone(inputs, None), inputs["input_ids"], inputs["attention_mask"])
+            return self._readout_inputs(self._run_backbone(inputs, None), inputs)
+
+    def _readout_inputs(self, hidden: Tensor, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if self.readout is None:
+            return {FEATURES_KEY: self._pooled(hidden, ids, mask)}
+        merge = int(getattr(self.backbone_config.vision_config, "spatial_merge_size", 2))
+        layout = token_layout(ids, mask, self.image_token_id, inputs["image_grid_thw"], merge)
+        return {TOKENS_KEY: hidden, LAYOUT_KEY: layout}
+
+    def _read(self, features: Mapping[str, Tensor]) -> Tensor:
+        """The VL vector the head gets (before ``vl_norm``) from :meth:`backbone_features`' output."""
+        dev = self.device
+        if self.readout is None:
+            return features[FEATURES_KEY].to(dev, non_blocking=True).float()
+        return self.readout(features[TOKENS_KEY].to(dev, non_blocking=True),
+                            features[LAYOUT_KEY].to(dev, non_blocking=True).long())
 
     def _run_backbone(self, inputs: Mapping[str, Tensor], embeds: Tensor | None) -> Tensor:
         ids = inputs["input_ids"]
@@ -288,26 +347,33 @@ class QwenVLAWithSensor(nn.Module):
         m = mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-    def fuse(self, vl: Tensor, batch: Mapping[str, Any]) -> Tensor:
-        """The trainable late fusion: ``vl_norm`` of the pooled VL feature, then the sensor feature when on."""
-        feature = self.vl_norm(vl.float())
-        if not self.sensor_enabled:
-            return feature
-        data, lengths, has = self._sensor_inputs(batch, vl.shape[0])
-        sensor = self.sensor_encoder(data, lengths, has)
-        return torch.cat([feature, self.sensor_norm(sensor.float())], dim=-1)
+    def fuse(self, features: Mapping[str, Tensor], batch: Mapping[str, Any]) -> Tensor:
+        """The trainable late fusion: the readout of :meth:`backbone_features`' output, ``vl_norm``,
+        then the sensor feature when on, then the projected state when the model has one."""
+        feature = self.vl_norm(self._read(features))
+        parts = [feature]
+        if self.sensor_enabled:
+            data, lengths, has = self._sensor_inputs(batch, feature.shape[0])
+            parts.append(self.sensor_norm(self.sensor_encoder(data, lengths, has).float()))
+        return self._with_state(parts, batch)
+
+    def _with_state(self, parts: list[Tensor], batch: Mapping[str, Any]) -> Tensor:
+        if self.state_projector is not None:
+            parts.append(self.state_projector(batch, self.device))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def encode(self, batch: Mapping[str, Any]) -> Tensor:
         """The fused feature fed to the action head, (B, head_in).
 
-        A batch carrying ``vl_features`` (B, hidden) — the feature cache's stored
-        :meth:`backbone_features` — skips the backbone; otherwise it runs on the batch's images.
+        A batch carrying the readout's inputs (``vl_features``, or ``vl_tokens`` and ``vl_token_layout``)
+        — the feature cache's stored :meth:`backbone_features` — skips the backbone; otherwise it runs
+        on the batch's images.
         """
         if self.sensor_enabled and self.fusion == "tokens":
             return self._encode_tokens(batch)
-        cached = batch.get("vl_features")
-        if cached is not None:
-            return self.fuse(cached.to(self.device, non_blocking=True), batch)
+        keys = (FEATURES_KEY,) if self.readout is None else (TOKENS_KEY, LAYOUT_KEY)
+        if all(batch.get(k) is not None for k in keys):
+            return self.fuse({k: batch[k] for k in keys}, batch)
         return self.fuse(self.backbone_features(batch), batch)
 
     def _encode_tokens(self, batch: Mapping[str, Any]) -> Tensor:
@@ -318,7 +384,7 @@ class QwenVLAWithSensor(nn.Module):
         embeds = self._inject_sensor_tokens(ids, self.sensor_encoder.encode_tokens(data, lengths, has))
         with contextlib.nullcontext() if self._backbone_needs_grad() else torch.no_grad():
             hidden = self._run_backbone(inputs, embeds)
-        return self.vl_norm(self._pooled(hidden, ids, inputs["attention_mask"]).float())
+        return self._with_state([self.vl_norm(self._read(self._readout_inputs(hidden, inputs)))], batch)
 
     def _inject_sensor_tokens(self, ids: Tensor, tokens: Tensor) -> Tensor:
         embed = self.backbone.get_input_embeddings()
@@ -343,7 +409,8 @@ class QwenVLAWithSensor(nn.Module):
             target = self.normalizer.normalize(batch["actions"].to(pred.device, torch.float32))
             is_pad = batch.get("action_is_pad")
             is_pad = is_pad.to(pred.device) if is_pad is not None else None
-            out.update(masked_action_loss(pred, target, is_pad, self.loss_type))
+            weights = self.loss_weights.to(pred.device) if self.loss_weights is not None else None
+            out.update(masked_action_loss(pred, target, is_pad, self.loss_type, weights, self.huber_delta))
             out["target_actions"] = target
         return out
 
@@ -435,7 +502,7 @@ class QwenVLAWithSensor(nn.Module):
         stats_file = path / STATS_NAME
         if stats_file.is_file():
             stats = json.loads(stats_file.read_text())
-            model.normalizer.extra = {k: v for k, v in stats.items() if k not in ("mean", "std")}
+            model.normalizer.extra = {k: v for k, v in stats.items() if k not in ("mean", "std", "state")}
         model.stage = config.get("stage")
         return model
 
@@ -445,7 +512,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 MODEL_FIELDS = ("sensor_enabled", "sensor_hidden_dim", "sensor_output_dim", "fusion", "num_sensor_tokens",
-                 "pooling", "loss", "head_hidden_dim", "head_num_layers", "head_dropout")
+                "pooling", "readout_queries", "readout_heads", "loss", "huber_delta", "loss_weights",
+                "state_hidden_dim", "head_hidden_dim", "head_num_layers", "head_dropout")
 
 
 def model_settings(config: Any = None, **direct: Any) -> dict[str, Any]:
@@ -486,12 +554,13 @@ def build_model(
     view_selection: Sequence[str] | None = None,
     image_size: Sequence[int] | int | None = None,
     action_stats: Any = None,
+    state_dim: int = 0,
 ) -> QwenVLAWithSensor:
     """The policy of the ``model`` and ``encoder`` config groups, sized for the data (used by train.py)."""
     m = to_plain(model_cfg)
     return QwenVLAWithSensor(backbone=m.get("backbone"), config=m, encoder=encoder_cfg, action_dim=action_dim,
                              horizon=horizon, sensor_channels=sensor_channels, action_stats=action_stats,
-                             view_selection=view_selection, image_size=image_size)
+                             view_selection=view_selection, image_size=image_size, state_dim=state_dim)
 
 
 def stage_kwargs(model_cfg: Any) -> dict[str, Any]:

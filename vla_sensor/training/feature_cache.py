@@ -1,9 +1,13 @@
 """Stage-1 feature cache: the frozen backbone's features computed once, memory-mapped from disk.
 
-In stage 1 with late fusion the backbone is frozen and sees only the images and the prompt, so its
-pooled feature of a sample (``QwenVLAWithSensor.backbone_features``, before ``vl_norm``) is the same
-at every step. With ``trainer.feature_cache=true`` it is computed once per sample (a pass over the
-split with a progress bar) into one ``(N, hidden)`` float32 ``.npy`` per split, built with the sensor
+In stage 1 with late fusion the backbone is frozen and sees only the images and the prompt, so what
+the readout reads of a sample (``QwenVLAWithSensor.backbone_features``) is the same at every step:
+the pooled feature (``model.pooling=last|mean``) or every token's final hidden state and its (view,
+row, col) layout (``model.pooling=attention``). With ``trainer.feature_cache=true`` it is computed once
+per sample (a pass over the split with a progress bar) into one ``.npy`` per split — ``(N, hidden)``
+float32 for a pooled feature; for the attention readout a structured ``(N,)`` array of ``tokens``
+``(L, hidden)`` in the backbone's dtype (bfloat16 stored as its 16 raw bits) and ``layout`` ``(L, 3)``
+int16, ``L`` the split's longest prompt (shorter ones padded, their layout marking padding) — built with the sensor
 cache's machinery (:mod:`vla_sensor.data.disk_cache`: one builder under ``flock`` while the other
 ranks wait, temp file + ``fsync`` + rename, a JSON sidecar written last, a stale or truncated file
 rebuilt, never read). The key covers the backbone's weights (a hash of its state dict), its dtype,
@@ -12,8 +16,8 @@ Qwen image settings), the tokenizer and prompt layout, each trajectory's instruc
 (trajectory paths, step counts and image fingerprints).
 
 Training then reads :class:`FeatureDataset` samples: the dataset's own samples without images (no
-decode, no pre-processing in the workers) plus ``vl_features``; the model runs only its trainable
-fusion and head on them.
+decode, no pre-processing in the workers) plus ``vl_features`` (or ``vl_tokens`` and
+``vl_token_layout``); the model runs only its trainable readout, fusion and head on them.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from vla_sensor.data.collate import collate_samples
 from vla_sensor.data.disk_cache import build_or_reuse, key_of, open_cow
 from vla_sensor.data.images import RESAMPLE
 from vla_sensor.data.loader import build_loader
+from vla_sensor.models.readout import PAD
+from vla_sensor.models.vla import FEATURES_KEY, LAYOUT_KEY, TOKENS_KEY
 from vla_sensor.training.config import choice
 
 log = logging.getLogger(__name__)
 
-FEATURE_CACHE_VERSION = 1
-FEATURES_KEY = "vl_features"
+FEATURE_CACHE_VERSION = 2
 HASH_BLOCK = 1 << 16  # bytes checked at each end of a feature file at every start
 
 
@@ -126,7 +131,7 @@ def cache_key_info(model: Any, dataset: Any, mixed_precision: str) -> dict[str, 
         "mixed_precision": mixed_precision,
         "attn_implementation": model.backbone.config._attn_implementation,
         "backbone_config": model.backbone_config.to_dict(),
-        "pooling": model.pooling,
+        "pooling": model.pooling,  # what the readout reads: a pooled vector or every token
         "image_settings": model.image_settings.to_dict(),
         "image_size": list(dataset.image_size) if dataset.image_size else None,
         "views": list(dataset.view_selection),
@@ -138,6 +143,18 @@ def cache_key_info(model: Any, dataset: Any, mixed_precision: str) -> dict[str, 
     }
 
 
+_NUMPY_OF = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.uint16}
+
+
+def _token_record(dtype: torch.dtype, length: int, hidden: int) -> np.dtype:
+    return np.dtype([("tokens", _NUMPY_OF[dtype], (length, hidden)), ("layout", np.int16, (length, 3))])
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return t.view(torch.uint16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+
+
 @torch.no_grad()
 def compute_features(
     model: Any,
@@ -147,29 +164,48 @@ def compute_features(
     autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     progress: bool = True,
 ) -> np.ndarray:
-    """(N, hidden) float32: ``model.backbone_features`` of every sample of ``dataset``, in order."""
+    """``model.backbone_features`` of every sample of ``dataset``, in order: (N, hidden) float32 for a
+    pooled readout; the structured (N,) ``tokens``/``layout`` array for the attention readout."""
     n, size = len(dataset), int(data_cfg.batch_size)
     batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     loader = build_loader(dataset, data_cfg, shuffle=False, batches=batches, pin_memory=device.type == "cuda",
                           collate_fn=collate_samples)
-    out = np.empty((n, model.hidden_size), np.float32)
+    pooled = model.readout is None
+    out = np.empty((n, model.hidden_size), np.float32) if pooled else None
+    parts: list[tuple[list[int], np.ndarray, np.ndarray]] = []
+    dtype = next(model.backbone.parameters()).dtype
     was_training = model.training
     model.eval()  # the backbone has no dropout in either mode (checked); the fusion layers are not run
     try:
         for indices, batch in zip(batches, tqdm(loader, desc="feature cache", disable=not progress, leave=False)):
             with autocast():
-                out[indices] = model.backbone_features(batch).float().cpu().numpy()
+                feats = model.backbone_features(batch)
+            if pooled:
+                out[indices] = feats[FEATURES_KEY].float().cpu().numpy()
+            else:
+                tokens = feats[TOKENS_KEY].to(dtype)
+                parts.append((indices, _to_numpy(tokens), feats[LAYOUT_KEY].cpu().numpy().astype(np.int16)))
     finally:
         loader.close()
         model.train(was_training)
-    return out
+    if pooled:
+        return out
+    length = max(p[1].shape[1] for p in parts)
+    records = np.zeros(n, _token_record(dtype, length, model.hidden_size))
+    records["layout"][..., 0] = PAD
+    for indices, tokens, layout in parts:
+        records["tokens"][indices, : tokens.shape[1]] = tokens
+        records["layout"][indices, : layout.shape[1]] = layout
+    return records
 
 
 class FeatureStore:
-    """``store[i]`` -> the stored (hidden,) float32 feature of sample ``i`` from a memory-mapped file."""
+    """``store[i]`` -> the stored readout inputs of sample ``i`` (a dict of the batch keys) from a
+    memory-mapped file."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], built_here: bool) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], built_here: bool, dtype: torch.dtype | None = None) -> None:
         self.path, self.meta, self.built_here = path, meta, built_here
+        self.dtype = dtype  # the tokens' dtype (attention readout); None: a pooled float32 feature
         self._array: np.ndarray | None = None
         self._pid = os.getpid()
 
@@ -180,10 +216,16 @@ class FeatureStore:
     def nbytes(self) -> int:
         return int(self.meta["data_bytes"])
 
-    def __getitem__(self, idx: int) -> torch.Tensor:
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         if self._array is None or self._pid != os.getpid():  # map lazily, once per process
             self._array, self._pid = open_cow(self.path), os.getpid()
-        return torch.from_numpy(np.array(self._array[idx]))
+        if self.dtype is None:
+            return {FEATURES_KEY: torch.from_numpy(np.array(self._array[idx]))}
+        rec = self._array[idx]
+        tokens = torch.from_numpy(np.array(rec["tokens"]))
+        if self.dtype == torch.bfloat16:
+            tokens = tokens.view(torch.bfloat16)
+        return {TOKENS_KEY: tokens, LAYOUT_KEY: torch.from_numpy(np.array(rec["layout"]).astype(np.int64))}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_array": None}  # never pickle a mapping
@@ -216,15 +258,17 @@ def open_store(
 
     meta, built = build_or_reuse(npy, npy.with_suffix(".json"), root / f"{prefix}lock", key, produce, prefix,
                                  hash_block=HASH_BLOCK)
-    if meta["shape"] != [len(dataset), model.hidden_size]:
-        raise RuntimeError(f"{npy}: feature cache of shape {meta['shape']}, expected {[len(dataset), model.hidden_size]}")
+    expected = [len(dataset), model.hidden_size] if model.readout is None else [len(dataset)]
+    if meta["shape"] != expected:
+        raise RuntimeError(f"{npy}: feature cache of shape {meta['shape']}, expected {expected}")
     log.info("feature cache (%s): %s %s (%d samples, %.1f MB)", split, "built" if built else "reused", npy,
              len(dataset), meta["data_bytes"] / 1e6)
-    return FeatureStore(npy, meta, built)
+    dtype = None if model.readout is None else next(model.backbone.parameters()).dtype
+    return FeatureStore(npy, meta, built, dtype)
 
 
 class FeatureDataset(Dataset):
-    """``dataset``'s samples without images (none are read or pre-processed) plus ``vl_features``.
+    """``dataset``'s samples without images (none are read or pre-processed) plus the readout's inputs.
 
     Everything else — sensor windows and their main-process gather, actions, the sampler's lengths —
     is the wrapped dataset's own (its attributes are delegated to it).
@@ -243,7 +287,7 @@ class FeatureDataset(Dataset):
 
     def sample(self, idx: int, window_ref: bool = False) -> dict[str, Any]:
         out = self.base.sample(idx, window_ref=window_ref, images=False)
-        out[FEATURES_KEY] = self.store[int(idx) % len(self.base)]
+        out.update(self.store[int(idx) % len(self.base)])
         return out
 
     def __getattr__(self, name: str) -> Any:
