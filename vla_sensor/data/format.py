@@ -31,6 +31,7 @@ import numpy as np
 from vla_sensor.data.errors import DataFormatError, suggest
 from vla_sensor.data.images import ImageFiles, ImageSource
 from vla_sensor.data.npz_io import iter_npz_rows
+from vla_sensor.data.timebase import check_time_base
 from vla_sensor.data.windows import SENSOR_CHANNELS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -287,6 +288,10 @@ class TrajectoryReader:
         )
         if files:
             ts, channels = self._inspect_sensor(files)
+            check_time_base(ts, action_ts, sensor_where=f"{files[0]}:{self.sensor_timestamps_key}",
+                            action_where=f"{root / self.actions_file}:{self.action_timestamps_key}",
+                            meta_where=str(root / self.meta_file), sensor_rate_hz=meta.get("sensor_rate_hz"),
+                            action_rate_hz=meta.get("action_rate_hz"))
             self._check_coverage(files, ts, action_ts, meta)
             traj.sensor_timestamps = ts
             traj.sensor_files = tuple(files)

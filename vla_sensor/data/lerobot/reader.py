@@ -33,6 +33,7 @@ from vla_sensor.data.lerobot.meta import (
 from vla_sensor.data.lerobot.parquet import DataFile, column_array
 from vla_sensor.data.lerobot.stream import hold_indices, split_shape, stream_timestamps
 from vla_sensor.data.lerobot.video import VideoCursor, video_end_time
+from vla_sensor.data.timebase import check_rate
 
 NUMERIC = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool")
 READER_VERSION = 1
@@ -197,6 +198,7 @@ class LeRobotReader:
             )
         sensor_ts = stream_timestamps(ts, k_max, meta.fps)
         check_timestamps(sensor_ts, f"{data.path}:timestamp ({where}, {k_max} sensor samples per frame)")
+        check_rate(ts, meta.fps, f"{data.path}:timestamp ({where})", str(info), "fps")  # frames in seconds
         traj.sensor_timestamps = sensor_ts
         traj.num_channels = channels
         traj.sensor_files = (data.path,)
