@@ -36,6 +36,7 @@ from vla_sensor.data.loader import BatchLoader, build_loader, make_batch_sampler
 from vla_sensor.training.checkpointing import (
     ResumeError,
     TrainState,
+    agree_on_checkpoint,
     load_checkpoint,
     resolve_resume,
     run_dir_of,
@@ -46,7 +47,13 @@ from vla_sensor.training.config import choice
 from vla_sensor.training.ema import EMA
 from vla_sensor.training.feature_cache import check_config as check_feature_cache
 from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
-from vla_sensor.training.run_dir import decide_run_dir, incompatible_keys, job_name, sweep_group
+from vla_sensor.training.run_dir import (
+    decide_run_dir,
+    incompatible_keys,
+    job_name,
+    release_run_dirs,
+    sweep_group,
+)
 from vla_sensor.training.sampler import EndlessBatches
 
 log = logging.getLogger(__name__)
@@ -101,12 +108,13 @@ def check_world_size(actual: int, expected: int | None) -> None:
 
 
 def teardown(accelerator: Accelerator | None) -> None:
-    """Finish trackers, destroy the process group and reset Accelerate's singleton state."""
+    """Finish trackers, release the run directory, destroy the process group, reset Accelerate's state."""
     from accelerate.state import AcceleratorState, GradientState
 
     if accelerator is not None:
         with contextlib.suppress(Exception):
             accelerator.end_training()
+    release_run_dirs()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -179,9 +187,9 @@ def resolve_run(cfg: DictConfig, accelerator: Accelerator) -> Run:
     output_dir = cfg.output_dir
     resume = None if str(tc.resume).lower() in ("", "none", "null", "false") else tc.resume
     if resume not in (None, "auto") and not output_dir:  # continue the run that owns the checkpoint
-        output_dir = str(run_dir_of(resolve_resume(resume, Path("."))))
+        output_dir = str(run_dir_of(resolve_resume(resume, Path("."), verify=False)))
     run_dir = decide_run_dir(output_dir, accelerator)
-    checkpoint = resolve_resume(resume, run_dir)
+    checkpoint = agree_on_checkpoint(resume, run_dir, accelerator)  # rank 0 verifies the files
     main = accelerator.is_main_process
     if resume == "auto" and checkpoint is None and not cfg.output_dir and main:
         log.warning("trainer.resume=auto without output_dir: a new run directory has nothing to resume")

@@ -1,17 +1,27 @@
-"""One run, one directory: rank 0 decides it, every other rank follows.
+"""One run, one directory: rank 0 decides it, every other rank follows, and no other run writes there.
 
 Hydra's ``${now:}`` is evaluated in each process, so ranks started a second apart would otherwise
-write into different directories. Rank 0 picks the directory and broadcasts it.
+write into different directories. Rank 0 picks the directory and broadcasts it. Rank 0 also holds
+``run.lock`` in it for the run's lifetime, so a second ``train.py`` on the same ``output_dir`` (a
+resubmitted job whose first copy still runs) is refused at start-up instead of interleaving its
+metrics and checkpoints with the first one's.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
+import logging
 import os
+import socket
 import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 # Sections whose change makes an existing checkpoint unusable (shapes, normalisation, parameters);
 # trainer.stage too (it changes which parameters the optimizer state belongs to).
@@ -55,17 +65,123 @@ def default_run_dir() -> Path:
 
 
 def decide_run_dir(output_dir: str | None, accelerator) -> Path:
-    """Rank 0 chooses the run directory (``output_dir`` or Hydra's), broadcasts it, and creates it."""
+    """Rank 0 chooses the run directory (``output_dir`` or Hydra's), creates it and locks it (released
+    by :func:`release_run_dirs`), then broadcasts it; when rank 0 cannot, every rank raises its error."""
     from accelerate.utils import broadcast_object_list
 
-    chosen = [None]
+    chosen: list = [None, None]
+    failure: Exception | None = None
     if accelerator.is_main_process:
         path = Path(output_dir) if output_dir else default_run_dir()
-        chosen = [str(path.expanduser().resolve())]
-        check_writable(Path(chosen[0]))
+        chosen[0] = str(path.expanduser().resolve())
+        try:
+            check_writable(Path(chosen[0]))
+            _HELD.append(RunLock.acquire(Path(chosen[0])))
+        except (OSError, RunDirBusyError) as exc:
+            failure, chosen[1] = exc, str(exc)
     if accelerator.num_processes > 1:
         broadcast_object_list(chosen, from_process=0)
+    if failure is not None:
+        raise failure
+    if chosen[1] is not None:
+        raise RunDirBusyError(f"rank 0 could not take the run directory: {chosen[1]}")
     return Path(chosen[0])
+
+
+RUN_LOCK = "run.lock"
+
+
+class RunDirBusyError(RuntimeError):
+    """Another live training holds the run directory."""
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/run.lock`` holding the holder's PID, host and start time.
+
+    The kernel drops the lock when its process dies however it dies (SIGKILL, OOM, node loss on a
+    shared filesystem), so a stale lock is taken over; the PID it still names is logged. A clean
+    release empties the file. Where the filesystem has no ``flock``, the recorded PID is checked
+    instead (a lock from another host is then refused: its process cannot be checked from here).
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    @classmethod
+    def acquire(cls, run_dir: Path) -> RunLock:
+        path = Path(run_dir) / RUN_LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                holder = _read_holder(fd)
+                alive = False  # the kernel says: no process holds it
+            except BlockingIOError:
+                holder, alive = _read_holder(fd), True
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                holder = _read_holder(fd)
+                alive = bool(holder) and (holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")))
+            if alive:
+                raise RunDirBusyError(
+                    f"output directory {run_dir} is in use by another training: PID {holder.get('pid', '?')} on "
+                    f"host {holder.get('host', '?')} (started {holder.get('started', '?')}) holds {path}. Wait for "
+                    "it to end or stop it, or choose another output_dir"
+                    + ("" if holder.get("host") == socket.gethostname() else
+                       f"; if that process is gone, delete {path}")
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        if holder:
+            log.warning("%s: taking over the lock of PID %s on host %s, which no longer runs (a killed run)",
+                        path, holder.get("pid", "?"), holder.get("host", "?"))
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        os.fsync(fd)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        """Empty the file and drop the lock (the file stays: deleting it would race a new holder)."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:  # a full or read-only disk must not hide the run's own error
+            pass
+        finally:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+_HELD: list[RunLock] = []
+
+
+def release_run_dirs() -> None:
+    """Release the run directory locks this process took (end of a run, and of each multirun job)."""
+    while _HELD:
+        _HELD.pop().release()
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        holder = json.loads(text) if text else {}
+    except (OSError, ValueError):
+        return {"pid": "?", "host": "?"}
+    return holder if isinstance(holder, dict) else {"pid": "?", "host": "?"}
+
+
+def _pid_alive(pid: object) -> bool:
+    try:
+        os.kill(int(pid), 0)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def check_writable(run_dir: Path) -> None:
