@@ -38,6 +38,7 @@ from vla_sensor.data.sampler import (
     LengthBucketBatchSampler,
     ShardedBatchSampler,
 )
+from vla_sensor.data.worker_signals import ignore_stop_signals, stop_signals_held
 
 REFS_KEY = "sensor_window_refs"
 
@@ -141,13 +142,15 @@ class BatchLoader:
             # Worker seeds come from this generator, not from the global RNG, so iterating the loader never
             # perturbs the model's random stream (a resumed run stays on the straight run's trajectory).
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=ignore_stop_signals if num_workers > 0 else None,  # stop signals are the trainer's
         )
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> BatchIterator:
-        self._last = BatchIterator(iter(self.loader), self._start_fill if self.gathers else None)
+        with stop_signals_held():  # workers start here and must not run this process's handlers
+            self._last = BatchIterator(iter(self.loader), self._start_fill if self.gathers else None)
         return self._last
 
     def close(self) -> None:

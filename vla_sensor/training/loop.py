@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from vla_sensor.training.config import choice
 from vla_sensor.training.ema import EMA
 from vla_sensor.training.feature_cache import check_config as check_feature_cache
 from vla_sensor.training.metrics import IntervalMeter, JsonlTracker, gpu_memory, host_rss_bytes
+from vla_sensor.training.preemption import StopRequest
 from vla_sensor.training.run_dir import (
     decide_run_dir,
     incompatible_keys,
@@ -63,14 +63,20 @@ def train(cfg: DictConfig) -> dict:
     """Train as configured and return the last logged metrics (with ``run_dir``).
 
     Process-global state (process group, Accelerate's singletons, trackers) is always released, so
-    the jobs of a multirun sweep in one process do not leak into each other.
+    the jobs of a multirun sweep in one process do not leak into each other. A stop signal ends the
+    run after a step with a checkpoint; under submitit the job is then handed back to be requeued
+    (:mod:`vla_sensor.training.preemption`).
     """
     accelerator = None
+    stop = StopRequest()
     try:
         accelerator = make_accelerator(cfg)
-        return _train(cfg, accelerator)
+        result = _train(cfg, accelerator, stop)
     finally:
         teardown(accelerator)
+        stop.restore()
+    stop.hand_back()
+    return result
 
 
 def make_accelerator(cfg: DictConfig) -> Accelerator:
@@ -168,7 +174,7 @@ class Training:
     val_loader: BatchLoader | None
 
 
-def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
+def _train(cfg: DictConfig, accelerator: Accelerator, stop: StopRequest) -> dict:
     validate_config(cfg)
     run = resolve_run(cfg, accelerator)
     set_seed(cfg.seed)
@@ -176,7 +182,7 @@ def _train(cfg: DictConfig, accelerator: Accelerator) -> dict:
     training = build_training(cfg, accelerator, components)
     state = restore(accelerator, run.checkpoint, cfg.seed)
     start_trackers(cfg, accelerator, run.run_dir, state, resumed=run.checkpoint is not None)
-    last_log = fit(cfg, accelerator, components, training, state, run.run_dir)
+    last_log = fit(cfg, accelerator, components, training, state, run.run_dir, stop)
     finish(cfg, accelerator, components, training, state, run.run_dir)
     return {**last_log, "step": state.step, "run_dir": str(run.run_dir)}
 
@@ -274,7 +280,7 @@ def train_step(accelerator: Accelerator, training: Training, micro_batches: Iter
 
 
 def fit(cfg: DictConfig, accelerator: Accelerator, components: Components, training: Training, state: TrainState,
-        run_dir: Path) -> dict:
+        run_dir: Path, stop: StopRequest) -> dict:
     """Optimizer steps until ``max_steps`` (or ``stop_at_step``, or a stop signal); logs, validates, saves."""
     tc = cfg.trainer
     micro_batches = _micro_batches(cfg, components, training.train_batches, state, accelerator)
@@ -284,7 +290,6 @@ def fit(cfg: DictConfig, accelerator: Accelerator, components: Components, train
                disable=not (accelerator.is_main_process and tc.progress_bar))
     training.model.train()
     end_step = training.max_steps if tc.stop_at_step is None else min(training.max_steps, tc.stop_at_step)
-    stop = StopRequest()
     try:
         while state.step < end_step:
             t_start = time.perf_counter()  # step time: data wait + compute; validation and saving excluded
@@ -295,9 +300,11 @@ def fit(cfg: DictConfig, accelerator: Accelerator, components: Components, train
             meter.add(time.perf_counter() - t_start, data_wait, samples, loss)
             bar.update(1)
             last = state.step == end_step
-            if not last and state.step % tc.log_every == 0 and stop.agreed(accelerator):
+            if not last and stop.agreed(accelerator):  # every step, all ranks: the same stop step everywhere
                 last = True  # preemption: checkpoint now and leave; the same command with resume=auto continues
-                log.warning("stop requested (signal %s) at step %d: checkpointing and exiting", stop.signum, state.step)
+                stop.stopped_at = state.step
+                log.warning("stop requested (%s) at step %d: checkpointing and exiting",
+                            signal.Signals(stop.signum).name, state.step)
             values = {}
             if training.val_loader is not None and (last or (tc.val_every > 0 and state.step % tc.val_every == 0)):
                 values["val_loss"] = validate(accelerator, training.model, training.val_loader, tc.val_batches)
@@ -312,7 +319,6 @@ def fit(cfg: DictConfig, accelerator: Accelerator, components: Components, train
             if last:
                 break
     finally:
-        stop.restore()
         micro_batches.close()
     bar.close()
     return last_log
@@ -339,36 +345,6 @@ def finish(cfg: DictConfig, accelerator: Accelerator, components: Components, tr
 
 
 # --- pieces of the loop ------------------------------------------------------------------------------
-
-
-class StopRequest:
-    """SIGTERM / SIGUSR1 (cluster preemption, ``scancel``) ask the loop to checkpoint and stop.
-
-    The flag is read at log steps, where the loop synchronises anyway, and agreed on by all processes
-    so that every rank takes part in the final checkpoint.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict = {}
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def agreed(self, accelerator: Accelerator) -> bool:
-        flag = torch.tensor(float(self.signum is not None), device=accelerator.device)
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(flag, "sum")
-        return bool(flag.item() > 0)
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous = {}
 
 
 def total_steps(tc: DictConfig, batches_per_epoch: int) -> int:
