@@ -77,7 +77,7 @@ def build_policy(cfg, dataset, stats):
             raise ValueError(f"trainer.stage={stage} needs trainer.stage.init_from=<a stage-1 run or its final/>")
         model = build_model(cfg.model, cfg.encoder, action_dim=dataset.action_dim, horizon=dataset.horizon,
                             sensor_channels=dataset.num_channels, view_selection=dataset.view_selection,
-                            image_size=dataset.image_size, action_stats=stats)
+                            image_size=dataset.image_size, action_stats=stats, state_dim=state_dim_of(cfg, dataset))
     kwargs = stage_kwargs(cfg.model)
     if stage == "stage1":
         model.configure_stage(1, **kwargs)
@@ -85,6 +85,18 @@ def build_policy(cfg, dataset, stats):
         model.configure_stage(2, **{**kwargs, "llm": "lora" if stage == "stage2_lora" else "full"})
     model.set_gradient_checkpointing(cfg.encoder.gradient_checkpointing, cfg.trainer.checkpointing.backbone)
     return model
+
+
+def state_dim_of(cfg, dataset) -> int:
+    """The state size the model reads: the data's (``model.use_state`` unset or true), or 0 (false)."""
+    available = int(getattr(dataset, "state_dim", 0) or 0)
+    use = cfg.model.get("use_state")
+    if use is None:
+        return available
+    if use and available == 0:
+        raise ValueError("model.use_state=true but the training data has no proprioceptive state (no 'states' in "
+                         "actions.npz, no LeRobot state feature); record it or set model.use_state=null")
+    return available if use else 0
 
 
 def _stage1_export(path: Path) -> Path:
