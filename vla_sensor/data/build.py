@@ -9,6 +9,7 @@ never picked up.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ import numpy as np
 from vla_sensor.data.errors import DataFormatError, suggest
 from vla_sensor.data.format import discover_trajectories
 from vla_sensor.data.normalization import ActionStats, compute_action_stats
+
+log = logging.getLogger(__name__)
 
 
 def ensure_demo_data(root: str | os.PathLike[str], synthetic: Any) -> Path:
@@ -120,6 +123,10 @@ def build_datasets(data_cfg: Any) -> tuple[Any, Any | None, ActionStats]:
     train_dirs, val_dirs = split_trajectories(dirs, cfg.val_fraction, list(cfg.val_dirs), cfg.seed, root)
     if not train_dirs:
         raise DataFormatError("data: no training trajectories left after the validation split")
+    if not val_dirs and cfg.val_fraction > 0:
+        log.warning("data: only %d trajectory (%s): no validation split is possible (data.val_fraction=%g needs at "
+                    "least 2); training without validation, so no val_loss is reported", len(dirs), dirs[0],
+                    cfg.val_fraction)
     train_ds = InsertionDataset(train_dirs, cfg, reader=reader)
     val_ds = InsertionDataset(val_dirs, cfg, reader=reader) if val_dirs else None
     stats = compute_action_stats([t.actions for t in train_ds.trajectories])
