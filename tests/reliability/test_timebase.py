@@ -121,3 +121,25 @@ def test_refused_at_dataset_construction(traj: Path) -> None:
     _scale(traj / "sensor.npz", 1e3)
     with pytest.raises(DataFormatError, match="look like milliseconds"):
         InsertionDataset([traj], cache=False)
+
+
+@pytest.mark.parametrize("factor", [1e3, 1e-3])
+def test_lerobot_frame_timestamps_against_fps(tmp_path: Path, factor: float) -> None:
+    """LeRobot: the sensor's times derive from the frames', so the frames are checked against info.json's fps."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vla_sensor.data.lerobot import LeRobotReader
+
+    root = Path(shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures/lerobot/images_kc", tmp_path / "kc"))
+    data = root / "data/chunk-000/file-000.parquet"
+    table = pq.read_table(data)
+    i = table.schema.get_field_index("timestamp")
+    scaled = pa.array(table.column("timestamp").to_numpy() * factor, type=table.schema.field(i).type)
+    pq.write_table(table.set_column(i, "timestamp", scaled).replace_schema_metadata(table.schema.metadata), data)
+    reader = LeRobotReader(sensor_features=["observation.sensor"], expected_channels=1026)
+    with pytest.raises(DataFormatError) as info:
+        reader.read(reader.discover(root)[0])
+    msg = str(info.value)
+    assert str(data) in msg and str(root / "meta/info.json") in msg and "fps=" in msg, msg
+    assert ("look like milliseconds" in msg) == (factor > 1), msg

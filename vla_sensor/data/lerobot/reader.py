@@ -196,9 +196,9 @@ class LeRobotReader:
             raise DataFormatError(
                 f"{info}: sensor features give {channels} channels ({detail}); expected {self.expected_channels}"
             )
+        check_rate(ts, meta.fps, f"{data.path}:timestamp ({where})", str(info), "fps")  # frames in seconds
         sensor_ts = stream_timestamps(ts, k_max, meta.fps)
         check_timestamps(sensor_ts, f"{data.path}:timestamp ({where}, {k_max} sensor samples per frame)")
-        check_rate(ts, meta.fps, f"{data.path}:timestamp ({where})", str(info), "fps")  # frames in seconds
         traj.sensor_timestamps = sensor_ts
         traj.num_channels = channels
         traj.sensor_files = (data.path,)
