@@ -85,3 +85,16 @@ def test_sigterm_to_the_whole_process_group_checkpoints_and_exits_cleanly(tmp_pa
     assert "DataLoader worker" not in err, err[-3000:]
     ckpt = latest_checkpoint(run)
     assert ckpt is not None and int(ckpt.name.split("_")[1]) == read_metrics(run)[-1]["step"]
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_after_the_stop_request_is_part_of_the_stop(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *TOY_ARGS, "data.num_workers=2",
+                           "trainer.components=tests.slurm.slow_toy.build", "trainer.log_every=1", "trainer.val_every=0",
+                           "trainer.max_steps=1000", f"output_dir={run}"], cwd=tmp_path, capture_output=True, text=True,
+                          env=env(VLA_TOY_STOP_AND_DIE_AT="100"), timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and int(ckpt.name.split("_")[1]) == read_metrics(run)[-1]["step"] < 1000

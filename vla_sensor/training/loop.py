@@ -197,7 +197,8 @@ def resolve_run(cfg: DictConfig, accelerator: Accelerator) -> Run:
     run_dir = decide_run_dir(output_dir, accelerator)
     checkpoint = agree_on_checkpoint(resume, run_dir, accelerator)  # rank 0 verifies the files
     main = accelerator.is_main_process
-    if resume == "auto" and checkpoint is None and not cfg.output_dir and main:
+    # A sweep job's directory (<sweep dir>/<job number>) is the same when the job is requeued.
+    if resume == "auto" and checkpoint is None and not cfg.output_dir and main and sweep_group() is None:
         log.warning("trainer.resume=auto without output_dir: a new run directory has nothing to resume")
     if checkpoint is not None:
         saved_cfg = run_dir_of(checkpoint) / "config.yaml"
@@ -293,8 +294,23 @@ def fit(cfg: DictConfig, accelerator: Accelerator, components: Components, train
     try:
         while state.step < end_step:
             t_start = time.perf_counter()  # step time: data wait + compute; validation and saving excluded
-            loss, grad_norm, data_wait, samples = train_step(accelerator, training, micro_batches,
-                                                             tc.grad_accum_steps, tc.grad_clip)
+            position = state.epoch, state.batch_in_epoch
+            try:
+                loss, grad_norm, data_wait, samples = train_step(accelerator, training, micro_batches,
+                                                                 tc.grad_accum_steps, tc.grad_clip)
+            except BatchLoadingError as exc:
+                if not stop.requested or accelerator.num_processes > 1:
+                    raise
+                # A worker that ended after the stop request (killed with the job) is part of the stop: the
+                # unfinished step is dropped and redone on resume.
+                state.epoch, state.batch_in_epoch = position
+                training.optimizer.zero_grad(set_to_none=True)
+                stop.stopped_at = state.step
+                log.warning("stop requested (%s); a DataLoader worker ended meanwhile (%s): checkpointing step %d "
+                            "and exiting", signal.Signals(stop.signum).name, exc.__cause__, state.step)
+                if tc.save_every > 0:
+                    save_checkpoint(accelerator, run_dir, state, tc.keep_last)
+                break
             state.step += 1
             state.samples_seen += samples
             meter.add(time.perf_counter() - t_start, data_wait, samples, loss)
@@ -380,6 +396,10 @@ def make_optimizer(model: torch.nn.Module, tc: DictConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas))
 
 
+class BatchLoadingError(RuntimeError):
+    """A training batch could not be loaded: a DataLoader worker raised or died."""
+
+
 class _MicroBatches:
     """Batches without end from the data position recorded in ``state``, which it keeps up to date.
 
@@ -405,7 +425,7 @@ class _MicroBatches:
         except Exception as exc:  # a worker raised or died: say which samples, then stop (no retry, no hang)
             indices = self._sent.pending[0] if self._sent.pending else []
             self.close()
-            raise RuntimeError(
+            raise BatchLoadingError(
                 f"loading training batch {state.batch_in_epoch + 1} of epoch {state.epoch} failed "
                 f"(sample indices {indices}{_sources(self._dataset, indices)}): {type(exc).__name__}: {exc}"
             ) from exc

@@ -60,6 +60,10 @@ class StopRequest:
             log.warning("received %s: the run stops after this step with a checkpoint",
                         signal.Signals(signum).name)
         self.signum = signum
+        if signal.SIGCHLD not in self._previous:
+            # From now on a DataLoader worker's exit belongs to the stop. torch's SIGCHLD handler would raise
+            # it at any line of this process; the loader's next() still reports it, where the loop expects it.
+            self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     @property
     def requested(self) -> bool:
