@@ -13,13 +13,14 @@ import logging
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.helpers import assert_ok, launch, resumed_from
-from tests.training.helpers import TOY_ARGS
+from tests.training.helpers import REPO, TOY_ARGS, run_cmd
 from vla_sensor.training.checkpointing import (
     MANIFEST,
     ResumeError,
@@ -151,3 +152,21 @@ def test_train_py_explicit_resume_of_a_damaged_checkpoint_is_refused(run: Path, 
     assert proc.returncode != 0
     assert f"{newest / 'model.safetensors'} has" in proc.stderr and "(truncated)" in proc.stderr, proc.stderr[-3000:]
     assert "SafetensorError" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_two_process_ddp_resume_skips_the_damaged_checkpoint_on_every_rank(tmp_path: Path) -> None:
+    """Rank 0 alone verifies (one warning) and every rank loads the checkpoint it chose; the run lock
+    is rank 0's alone (rank 1 taking it too would refuse the run)."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"),
+                "cpu=true", "trainer.expected_world_size=2", *RUN, f"output_dir={tmp_path / 'run'}"]
+    run_cmd([*launcher, "trainer.max_steps=4"], tmp_path, VLA_TOY_SAMPLES="96")
+    run = tmp_path / "run"
+    _, newest = complete_checkpoints(run)
+    _truncate("model.safetensors")(newest)
+    proc = run_cmd([*launcher, "trainer.max_steps=6", "trainer.resume=auto"], tmp_path, VLA_TOY_SAMPLES="96")
+    out = proc.stdout + proc.stderr
+    assert out.count(f"skipping damaged checkpoint {newest}") == 1, out[-3000:]
+    assert resumed_from(proc) == 2, out[-3000:]
+    assert [c.name for c in complete_checkpoints(run)] == ["step_0000002", "step_0000004", "step_0000006"]
