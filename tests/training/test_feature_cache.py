@@ -64,6 +64,28 @@ def test_cached_run_matches_the_uncached_run(runs):
     assert [f.split("-")[0] for f in files] == ["train", "val"]
 
 
+def test_attention_readout_cached_run_matches_the_uncached_run(runs):
+    """model.pooling=attention: the cache stores every token's final hidden state and its layout, in the
+    backbone's dtype, and training on them gives the uncached run's losses and weights."""
+    tmp = runs[0]
+    extra = ["model.pooling=attention", f"trainer.feature_cache_dir={tmp / 'att_features'}"]
+    plain = _train(tmp, "att_plain", extra)
+    cached = _train(tmp, "att_cached", [*extra, "trainer.feature_cache=true"])
+    a, b = read_metrics(plain), read_metrics(cached)
+    np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5, atol=1e-6)
+    wa, wb = load_file(plain / "final" / "model.safetensors"), load_file(cached / "final" / "model.safetensors")
+    assert any(name.startswith("readout.") for name in wa)
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-5, atol=1e-6, msg=name)
+    npy = next((tmp / "att_features" / "features").glob("train-*.npy"))
+    records = np.load(npy, mmap_mode="r")
+    assert records.dtype.names == ("tokens", "layout") and records["tokens"].dtype == np.float32
+    length, hidden = records["tokens"].shape[1:]
+    assert hidden == 64 and records["layout"].shape[1:] == (length, 3)
+    meta = json.loads(npy.with_suffix(".json").read_text())
+    assert meta["data_bytes"] == records.shape[0] * length * (hidden * 4 + 3 * 2)
+
+
 @pytest.fixture(scope="module")
 def small(runs):
     """A tiny model and the training split of the runs' data, with the model's pre-processing."""
@@ -94,7 +116,7 @@ def test_samples_carry_the_backbone_features_and_no_images(small, tmp_path):
     from vla_sensor.data.collate import collate_samples
 
     with torch.no_grad():
-        expected = model.backbone_features(collate_samples([ref]))[0]
+        expected = model.backbone_features(collate_samples([ref]))[FEATURES_KEY][0]
     torch.testing.assert_close(sample[FEATURES_KEY], expected, rtol=1e-5, atol=1e-6)
     assert ds.input_transform is not None and ds.image_cache is not None  # the wrapped dataset is untouched
 
@@ -103,7 +125,7 @@ def test_a_stale_or_damaged_cache_is_rebuilt_never_read(small, tmp_path):
     cfg, model, ds = small
     first = _open(cfg, model, ds, tmp_path)
     assert first.built_here and not _open(cfg, model, ds, tmp_path).built_here
-    before = first[3].clone()
+    before = first[3][FEATURES_KEY].clone()
 
     first.path.write_bytes(first.path.read_bytes()[:-64])  # truncated
     assert _open(cfg, model, ds, tmp_path).built_here
@@ -114,8 +136,9 @@ def test_a_stale_or_damaged_cache_is_rebuilt_never_read(small, tmp_path):
         param.add_(0.5)  # other weights
     try:
         changed = _open(cfg, model, ds, tmp_path)
-        assert changed.built_here and changed.path != first.path and not first.path.exists()
-        assert not torch.equal(changed[3], before)
+        # another key, another file; the first key's file stays (cleanup: vla_sensor.data.cache_tool)
+        assert changed.built_here and changed.path != first.path and first.path.exists()
+        assert not torch.equal(changed[3][FEATURES_KEY], before)
     finally:
         with torch.no_grad():
             param.copy_(saved)
@@ -127,8 +150,8 @@ def test_a_stale_or_damaged_cache_is_rebuilt_never_read(small, tmp_path):
     finally:
         ds.instructions[:] = old
     again = _open(cfg, model, ds, tmp_path)
-    assert again.built_here  # back to the first key: its file was replaced, so built once more
-    torch.testing.assert_close(again[3], before, rtol=0, atol=0)
+    assert not again.built_here  # back to the first key: its file is still there and valid
+    torch.testing.assert_close(again[3][FEATURES_KEY], before, rtol=0, atol=0)
     meta = json.loads(again.path.with_suffix(".json").read_text())
     assert meta["shape"] == [len(ds), model.hidden_size] and meta["data_bytes"] == len(ds) * model.hidden_size * 4
 
