@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from tests.slurm.cluster import Cluster
 from tests.training.helpers import REPO, env, read_metrics
+from vla_sensor.training.checkpointing import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +32,7 @@ SAVE_EVERY = 25  # periodic checkpoints at 25 and 50; the stop step's own checkp
 TRAIN = ["trainer.components=tests.slurm.slow_toy.build", "data.batch_size=8", "logger=jsonl",
          "trainer.progress_bar=false", "trainer.log_every=1", "trainer.val_every=0", "trainer.warmup_steps=2",
          f"trainer.max_steps={STEPS}", f"trainer.save_every={SAVE_EVERY}", "trainer.resume=auto", "cpu=true"]
-LAUNCHER = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
-            "hydra.launcher.max_num_timeout=1"]
+LAUNCHER = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 DDP = ["hydra.launcher.tasks_per_node=2", "hydra.launcher.mem_gb=4", "trainer.expected_world_size=2",
        "data.num_workers=1"]
 SIGNAL_AT = 8
@@ -54,10 +54,12 @@ class Sweep:
 
 
 def sweep(slurm: Cluster, tmp: Path, overrides: list[str], interrupt=None, timeout: float = 300,
-          **extra_env: str) -> Sweep:
+          sweep_dir: Path | None = None, **extra_env: str) -> Sweep:
     """``train.py -m`` on the cluster; ``interrupt(job_id)`` once job 0 logged step ``SIGNAL_AT``."""
-    sweep_dir = tmp / "sweep"
+    sweep_dir = sweep_dir or tmp / "sweep"
+    tmp.mkdir(parents=True, exist_ok=True)
     log = tmp / "driver.log"
+    known = set(slurm.track(sweep_dir / ".submitit"))
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "-m", *LAUNCHER, *overrides,
                                  f"hydra.sweep.dir={sweep_dir}"], cwd=tmp, stdout=out, stderr=subprocess.STDOUT,
@@ -66,7 +68,7 @@ def sweep(slurm: Cluster, tmp: Path, overrides: list[str], interrupt=None, timeo
         try:
             while proc.poll() is None:
                 assert time.monotonic() < deadline, f"the sweep driver did not end in {timeout} s:\n{log.read_text()[-3000:]}"
-                jobs = slurm.track(sweep_dir / ".submitit")
+                jobs = [j for j in slurm.track(sweep_dir / ".submitit") if j not in known]
                 if interrupt is not None and jobs and _logged_steps(sweep_dir / "0") >= SIGNAL_AT:
                     interrupt(jobs[0])
                     interrupt = None
@@ -77,7 +79,8 @@ def sweep(slurm: Cluster, tmp: Path, overrides: list[str], interrupt=None, timeo
             if proc.poll() is None:
                 proc.kill()
     assert interrupt is None, "the job ended before the signal could be sent"
-    return Sweep(sweep_dir, proc.returncode, log.read_text(), slurm.track(sweep_dir / ".submitit"))
+    jobs = [j for j in slurm.track(sweep_dir / ".submitit") if j not in known]
+    return Sweep(sweep_dir, proc.returncode, log.read_text(), jobs)
 
 
 def _logged_steps(run: Path) -> int:
@@ -179,6 +182,27 @@ def test_scontrol_requeue_checkpoints_and_the_requeued_job_resumes_exactly(
     result = sweep(slurm, tmp_path, [*TRAIN, "data.num_workers=2"],
                    interrupt=lambda job: slurm.scontrol("requeue", job))  # SIGTERM to every process of the job
     _assert_preempted_once_and_resumed(slurm, result, "SIGTERM", straight)
+
+
+def test_past_max_num_timeout_the_job_is_not_requeued_and_the_same_sweep_resumes_it(
+        slurm: Cluster, straight: Path, tmp_path: Path) -> None:
+    # submitit counts a signal as the time limit's when it comes within 10 minutes of timeout_min: with
+    # timeout_min=1 any signal does. SLURM's own limit stays an hour, so that SLURM's USR2 (sent
+    # signal_delay_s before it) does not come at the job's start; the test sends it mid-run.
+    limits = ["hydra.launcher.timeout_min=1", "++hydra.launcher.additional_parameters.time=60",
+              "hydra.launcher.max_num_timeout=0"]
+    result = sweep(slurm, tmp_path, [*TRAIN, "data.num_workers=2", *limits],
+                   interrupt=lambda job: slurm.scancel("--signal=USR2", job))
+    assert result.returncode != 0 and "Job not requeued because: timed-out too many times" in result.output
+    assert slurm.job(result.job_ids[0]).get("Restarts") == "0"
+    stops = _stop_steps(result.job_logs(), "SIGUSR2")
+    assert len(set(stops)) == 1 and latest_checkpoint(result.run()).name == f"step_{stops[0]:07d}"
+
+    again = sweep(slurm, tmp_path / "again", [*TRAIN, "data.num_workers=2"], sweep_dir=result.dir)  # by hand
+    _assert_ok(again)
+    assert f"checkpoints/step_{stops[0]:07d} at step {stops[0]} " in again.job_logs()
+    assert [r["step"] for r in read_metrics(result.run())] == list(range(1, STEPS + 1))
+    _assert_same_weights(result.run(), straight)
 
 
 def test_ddp_ranks_agree_on_the_stop_step_when_only_one_rank_is_signalled(
