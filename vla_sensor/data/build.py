@@ -1,9 +1,9 @@
 """From the ``data`` config to (train dataset, validation dataset, action statistics).
 
-The split is by trajectory (no trajectory contributes to both), and the action statistics come from
-the training trajectories only. Missing demo data is generated once, under a file lock (DDP ranks
-wait for the first), into a temporary directory renamed into place, so a half-written dataset is
-never picked up.
+The split is by trajectory (no trajectory contributes to both), and the action statistics (with the
+proprioceptive state's, ``stats.state``) come from the training trajectories only. Missing demo data
+is generated once, under a file lock (DDP ranks wait for the first), into a temporary directory
+renamed into place, so a half-written dataset is never picked up.
 """
 
 from __future__ import annotations
@@ -129,5 +129,12 @@ def build_datasets(data_cfg: Any) -> tuple[Any, Any | None, ActionStats]:
                     cfg.val_fraction)
     train_ds = InsertionDataset(train_dirs, cfg, reader=reader)
     val_ds = InsertionDataset(val_dirs, cfg, reader=reader) if val_dirs else None
-    stats = compute_action_stats([t.actions for t in train_ds.trajectories])
+    if val_ds is not None and val_ds.state_dim != train_ds.state_dim:
+        raise DataFormatError(
+            f"data: the training trajectories have a {train_ds.state_dim}-dim state (e.g. "
+            f"{train_ds.trajectories[0].path}) but the validation ones a {val_ds.state_dim}-dim one (0: none; e.g. "
+            f"{val_ds.trajectories[0].path}); expected states of one size in all trajectories or in none"
+        )
+    states = [t.states for t in train_ds.trajectories] if train_ds.state_dim else None
+    stats = compute_action_stats([t.actions for t in train_ds.trajectories], states)
     return train_ds, val_ds, stats

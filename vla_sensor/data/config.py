@@ -56,6 +56,8 @@ class ReaderConfig:
     images_dir: str = "images"
     meta_file: str = "meta.json"
     coverage_tolerance_s: Optional[float] = None  # noqa: UP045
+    # the proprioceptive state (M, S) in actions_file, read when present (null: never read)
+    states_key: Optional[str] = "states"  # noqa: UP045
 
 
 @dataclass

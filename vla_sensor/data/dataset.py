@@ -41,7 +41,8 @@ def model_inputs(images: torch.Tensor, instruction: str, transform: InputTransfo
 
 
 class InsertionDataset(Dataset):
-    """Images, an action chunk and the sensor window ending at each action step."""
+    """Images, an action chunk and the sensor window ending at each action step (and the robot's
+    state there, ``state`` (S,) in robot units, when the recordings have one: ``state_dim`` > 0)."""
 
     def __init__(
         self,
@@ -66,6 +67,7 @@ class InsertionDataset(Dataset):
         self.spec = WindowSpec.of(cfg)
         self.trajectories, self.view_selection = self._read(trajectory_dir, cfg.view_selection)
         self.action_dim = self._action_dim()
+        self.state_dim = self._state_dim()
         self.instructions = [cfg.instruction or t.instruction or DEFAULT_INSTRUCTION for t in self.trajectories]
         self.strategy = CacheStrategy(cfg.cache_strategy.name.value) if cfg.cache else CacheStrategy.none
         self.cache: SensorCache = self._sensor_cache(cfg)
@@ -97,6 +99,26 @@ class InsertionDataset(Dataset):
         if len(dims) > 1:
             raise DataFormatError(f"action dimension differs between trajectories: {sorted(dims)}")
         return dims.pop()
+
+    def _state_dim(self) -> int:
+        """S of the trajectories' states (M, S); 0 when none has one. All or none, one S: a model
+        reads the same state at every step."""
+        with_state = [t for t in self.trajectories if t.states is not None]
+        if not with_state:
+            return 0
+        if len(with_state) != len(self.trajectories):
+            without = next(t for t in self.trajectories if t.states is None)
+            raise DataFormatError(
+                f"{without.path}: no proprioceptive state, but {len(with_state)} of {len(self.trajectories)} "
+                f"trajectories have one (e.g. {with_state[0].path}); expected states in all trajectories or none"
+            )
+        dims = {t.state_dim: t.path for t in with_state}
+        if len(dims) > 1:
+            raise DataFormatError(
+                "state dimension differs between trajectories: "
+                + ", ".join(f"{s} ({path})" for s, path in sorted(dims.items()))
+            )
+        return next(iter(dims))
 
     def _sensor_cache(self, cfg: DictConfig) -> SensorCache:
         settings = getattr(self.reader, "settings", None)
@@ -207,4 +229,5 @@ class InsertionDataset(Dataset):
             "trajectory_index": k,
             "step_index": t,
             **scale,
+            **({"state": torch.from_numpy(traj.states[t])} if traj.states is not None else {}),
         }

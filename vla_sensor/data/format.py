@@ -3,7 +3,7 @@
 ```
 <trajectory_dir>/
   meta.json            optional: {"instruction": str, "sensor_rate_hz": float, ...}
-  actions.npz          timestamps (M,) float64 s; actions (M, A) float32
+  actions.npz          timestamps (M,) float64 s; actions (M, A) float32; optional states (M, S) float32
   images/<view>/       000000.jpg, 000001.jpg, ... (png too), one per action step
   sensor*.npz          optional: timestamps (N,) float64 s; forces (N,) or (N, F); alines (N, 1025)
 ```
@@ -61,6 +61,8 @@ class Trajectory:
     # sensor_chunks(rows, validate) yields the stream in pieces of at most ``rows`` rows (cache builds
     # in bounded memory); None: pieces are cut from the whole stream
     sensor_chunks: Callable[[int, bool], Iterator[np.ndarray]] | None = None
+    # the robot's proprioceptive state at each action step (e.g. the tip position), robot units
+    states: np.ndarray | None = None  # (M, S) float32, or None when the recording has none
 
     @property
     def image_paths(self) -> dict[str, list[Path]]:
@@ -72,6 +74,11 @@ class Trajectory:
     @property
     def has_sensor(self) -> bool:
         return self.sensor_timestamps is not None
+
+    @property
+    def state_dim(self) -> int:
+        """S of ``states`` (M, S); 0 when the trajectory has no proprioceptive state."""
+        return 0 if self.states is None else int(self.states.shape[1])
 
     @property
     def num_steps(self) -> int:
@@ -107,7 +114,8 @@ class TrajectoryReaderProtocol(Protocol):
     ``read`` returns a :class:`Trajectory` with ``actions``/``action_timestamps``, an
     :class:`~vla_sensor.data.images.ImageSource` with one image per step for each requested view
     (``views=None``: all), and either no sensor (``sensor_timestamps``
-    None) or ``sensor_timestamps`` plus ``sensor_stream`` or a ``sensor_loader``. Raise
+    None) or ``sensor_timestamps`` plus ``sensor_stream`` or a ``sensor_loader``, and optionally
+    ``states`` (M, S) float32, the robot's state at each action step. Raise
     :class:`DataFormatError` for bad input. The constructor receives the ``data.reader`` fields as
     keyword arguments (accept ``**kwargs`` for the ones you ignore).
     """
@@ -219,6 +227,20 @@ def check_finite(a: np.ndarray, where: str) -> None:
         raise DataFormatError(f"{where}: NaN/inf value at row {row}; expected finite numbers")
 
 
+def check_states(states: np.ndarray, steps: int, where: str) -> np.ndarray:
+    """A proprioceptive state array as (M, S) float32: numeric, one finite row per action step."""
+    check_numeric(states.dtype, where)
+    if states.ndim == 1:
+        states = states[:, None]
+    if states.ndim != 2 or states.shape[0] != steps or states.shape[1] < 1:
+        raise DataFormatError(
+            f"{where}: expected shape ({steps}, S) (one state per action step, {steps} steps), got {states.shape}"
+        )
+    states = states.astype(np.float32)
+    check_finite(states, where)
+    return states
+
+
 def discover_trajectory_dirs(root: str | os.PathLike[str], actions_file: str = "actions.npz") -> list[Path]:
     """Sub-directories of ``root`` holding ``actions_file`` (or ``root`` itself), sorted by name."""
     root = check_directory(root, "data.root")
@@ -248,6 +270,7 @@ class TrajectoryReader:
         images_dir: str = "images",
         meta_file: str = "meta.json",
         coverage_tolerance_s: float | None = None,
+        states_key: str | None = "states",
         **_: Any,
     ) -> None:
         self.actions_file = actions_file
@@ -260,6 +283,7 @@ class TrajectoryReader:
         self.images_dir = images_dir
         self.meta_file = meta_file
         self.coverage_tolerance_s = coverage_tolerance_s
+        self.states_key = states_key
 
     def settings(self) -> dict[str, Any]:
         """Everything that changes how a stream is decoded (part of on-disk cache keys)."""
@@ -285,6 +309,7 @@ class TrajectoryReader:
             images=ImageFiles(image_paths),
             instruction=meta.get("instruction"),
             meta=meta,
+            states=self._read_states(root, len(action_ts)),
         )
         if files:
             ts, channels = self._inspect_sensor(files)
@@ -339,6 +364,15 @@ class TrajectoryReader:
         actions = actions.astype(np.float32)
         check_finite(actions, f"{path}:{self.actions_key}")
         return ts, actions
+
+    def _read_states(self, root: Path, steps: int) -> np.ndarray | None:
+        """The optional ``states_key`` array of the actions file as (M, S) float32, or None without it."""
+        path = root / self.actions_file
+        if self.states_key is None or self.states_key not in _npz_headers(path):
+            return None
+        with _open_npz(path) as npz:
+            states = _load_key(path, self.states_key, npz)
+        return check_states(states, steps, f"{path}:{self.states_key}")
 
     def _image_paths(self, root: Path, views: Sequence[str] | None, steps: int) -> dict[str, list[Path]]:
         img_root = root / self.images_dir

@@ -42,6 +42,7 @@ def write_trajectory(
     images: Mapping[str, Iterable[np.ndarray]],
     sensor: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
+    states: np.ndarray | None = None,
     image_format: str = "jpg",
     jpeg_quality: int = 90,
 ) -> Path:
@@ -50,7 +51,8 @@ def write_trajectory(
     ``images[view]`` yields one (H, W, 3) uint8 image per action step (``png`` is lossless, ``jpg``
     smaller). ``sensor`` holds the arrays of ``sensor.npz`` (``timestamps`` (N,) float64 and the
     channel keys, e.g. ``forces`` (N,) and ``alines`` (N, 1025)), each an array or
-    :class:`~vla_sensor.data.disk_cache.Chunks`; None writes no sensor file.
+    :class:`~vla_sensor.data.disk_cache.Chunks`; None writes no sensor file. ``states`` (M, S) is the
+    robot's proprioceptive state at each action step, saved as ``states`` in ``actions.npz``.
     """
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format: expected one of {IMAGE_FORMATS}, got {image_format!r}")
@@ -58,12 +60,16 @@ def write_trajectory(
     steps = int(np.shape(action_timestamps)[0])
     if np.shape(actions)[0] != steps:
         raise ValueError(f"actions: expected {steps} rows (one per action timestamp), got {np.shape(actions)}")
+    arrays = {"timestamps": np.asarray(action_timestamps, np.float64), "actions": np.asarray(actions, np.float32)}
+    if states is not None:
+        arrays["states"] = np.asarray(states, np.float32)
+        if arrays["states"].ndim != 2 or arrays["states"].shape[0] != steps:
+            raise ValueError(f"states: expected ({steps}, S) (one state per action step), got {np.shape(states)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    np.savez(tmp / "actions.npz", timestamps=np.asarray(action_timestamps, np.float64),
-             actions=np.asarray(actions, np.float32))
+    np.savez(tmp / "actions.npz", **arrays)
     for view, frames in images.items():
         vdir = tmp / "images" / view
         vdir.mkdir(parents=True)
