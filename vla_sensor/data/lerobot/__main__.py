@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="features concatenated into the sensor stream (none: no sensor)")
     imp.add_argument("--image-features", nargs="*", default=None, help="views (default: every image/video feature)")
     imp.add_argument("--action-feature", default="action")
+    imp.add_argument("--state-feature", default="observation.state",
+                     help="the robot state feature, written as states in actions.npz (read when present)")
     imp.add_argument("--channel-split", default=None,
                      help="native channel keys and widths, e.g. forces=1,alines=1025 (the default for 1026 channels)")
     exp = sub.add_parser("export", help="native trajectory directories -> LeRobot v3.0 dataset")
@@ -40,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp.add_argument("--samples-per-frame", type=int, default=None, help="k of the (k, C) sensor feature "
                      "(default: round(sensor rate / fps))")
     exp.add_argument("--sensor-feature", default="observation.sensor")
+    exp.add_argument("--state-feature", default="observation.state", help="feature of the native states")
     exp.add_argument("--channel-keys", nargs="*", default=["forces", "alines"], help="native sensor.npz keys")
     exp.add_argument("--robot-type", default=None)
     args = parser.parse_args(argv)
@@ -49,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vla_sensor.data.lerobot.reader import LeRobotReader
 
             reader = LeRobotReader(sensor_features=args.sensor_features, image_features=args.image_features,
-                                   action_feature=args.action_feature)
+                                   action_feature=args.action_feature, state_feature=args.state_feature)
             import_dataset(args.src, args.out, reader, _split(args.channel_split))
         else:
             from vla_sensor.data.format import TrajectoryReader
@@ -57,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             settings = ExportSettings(fps=args.fps, video=args.video, vcodec=args.vcodec,
                                       samples_per_frame=args.samples_per_frame, sensor_feature=args.sensor_feature,
-                                      robot_type=args.robot_type)
+                                      state_feature=args.state_feature, robot_type=args.robot_type)
             export_dataset(args.src, args.out, settings, TrajectoryReader(channel_keys=args.channel_keys,
                                                                           expected_channels=None))
     except DataFormatError as exc:

@@ -18,5 +18,8 @@ class LeRobotConfig:
     sensor_features: list[str] = field(default_factory=lambda: ["observation.sensor"])
     image_features: Optional[list[str]] = None  # noqa: UP045  (null: every image/video feature)
     action_feature: str = "action"
+    # the robot's state (S,) per frame; the default is read when the dataset has it, any other name must
+    # exist; null: never read
+    state_feature: Optional[str] = "observation.state"  # noqa: UP045
     expected_channels: Optional[int] = None  # noqa: UP045  (null: any channel count)
     video_tolerance_s: float = 1e-4  # a decoded frame must lie this close to its frame's timestamp

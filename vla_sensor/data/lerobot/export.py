@@ -55,6 +55,7 @@ class ExportSettings:
     vcodec: str = "libsvtav1"
     samples_per_frame: int | None = None
     sensor_feature: str = "observation.sensor"
+    state_feature: str = "observation.state"  # the native ``states`` (M, S), when the recordings have them
     data_file_mb: float = DATA_FILE_MB
     robot_type: str | None = None
 
@@ -68,6 +69,7 @@ class _Layout:
     image_shapes: dict[str, tuple[int, int, int]]
     k: int | None
     channels: int | None
+    state_dim: int = 0
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -84,12 +86,15 @@ def _layout(first: Trajectory, rate: float | None, s: ExportSettings) -> _Layout
     views = {v: view_feature(v) for v in first.images.views}
     shapes = {v: _image_shape(first.image_paths[v][0]) for v in views}
     k = s.samples_per_frame or (max(1, round(rate / s.fps)) if rate else None)
-    lay = _Layout(first.actions.shape[1], views, shapes, k, first.num_channels if k else None)
+    lay = _Layout(first.actions.shape[1], views, shapes, k, first.num_channels if k else None, first.state_dim)
     lay.features["action"] = {"dtype": "float32", "shape": [lay.action_dim],
                               "names": [f"action_{i}" for i in range(lay.action_dim)]}
     for v, key in views.items():
         lay.features[key] = {"dtype": "video" if s.video else "image", "shape": list(shapes[v]),
                              "names": ["height", "width", "channels"]}
+    if lay.state_dim:
+        lay.features[s.state_feature] = {"dtype": "float32", "shape": [lay.state_dim],
+                                         "names": [f"state_{i}" for i in range(lay.state_dim)]}
     if k:
         lay.features[s.sensor_feature] = {"dtype": "float32", "shape": [k, lay.channels], "names": ["sample", "channel"]}
     lay.features.update(DEFAULT_FEATURES)
@@ -187,6 +192,9 @@ def _episode_table(traj: Trajectory, times: np.ndarray, e: int, first_index: int
             cols[key] = [{"bytes": p.read_bytes(), "path": p.name} for p in traj.image_paths[v]]
         sample = [traj.images.decode(v, int(t), None) for t in st.sample_steps(m)]
         stats[key] = st.image_stats(sample)
+    if lay.state_dim:
+        cols[s.state_feature] = traj.states
+        stats[s.state_feature] = st.feature_stats(traj.states)
     if chunks is not None:
         cols[s.sensor_feature] = chunks
         stats[s.sensor_feature] = st.feature_stats(chunks)
@@ -343,6 +351,9 @@ def _check_layout(traj: Trajectory, lay: _Layout, s: ExportSettings) -> None:
                               f"{lay.action_dim}; a LeRobot feature has one shape")
     if list(traj.images.views) != list(lay.views):
         raise DataFormatError(f"{traj.path}: views {traj.images.views}, the first trajectory has {list(lay.views)}")
+    if traj.state_dim != lay.state_dim:
+        raise DataFormatError(f"{traj.path}: a {traj.state_dim}-dim state (0: none), the first trajectory has a "
+                              f"{lay.state_dim}-dim one; a LeRobot feature has one shape")
     if lay.k and traj.num_channels != lay.channels:
         raise DataFormatError(f"{traj.path}: {traj.num_channels} sensor channels, the first trajectory has {lay.channels}")
     for v in lay.views:

@@ -54,6 +54,7 @@ def import_episode(traj: Trajectory, out_dir: Path, split: Sequence[tuple[str, i
         images={view: _frames(traj, view) for view in traj.images.views},
         sensor=sensor,
         meta=meta,
+        states=traj.states,
         image_format="png",
     )
 

@@ -1,6 +1,7 @@
 """``LeRobotReader``: every episode of a LeRobot v3.0 dataset as a :class:`Trajectory`.
 
-Mapping: the ``action`` feature -> actions, the ``timestamp`` column -> action timestamps, image and
+Mapping: the ``action`` feature -> actions, ``observation.state`` (``state_feature``) -> states, the
+``timestamp`` column -> action timestamps, image and
 video features -> views named by their feature key, the episode's task -> instruction, and the
 ``sensor_features`` -> one sensor stream (see :mod:`vla_sensor.data.lerobot.stream` for the (k, C)
 convention). ``read`` checks everything that needs no sensor data (files, features, shapes, dtypes,
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from vla_sensor.data.errors import DataFormatError, suggest
-from vla_sensor.data.format import Trajectory, check_finite, check_timestamps
+from vla_sensor.data.format import Trajectory, check_finite, check_states, check_timestamps
 from vla_sensor.data.lerobot.config import LeRobotConfig
 from vla_sensor.data.lerobot.images import LeRobotImages, ParquetImages, VideoImages
 from vla_sensor.data.lerobot.meta import (
@@ -49,6 +50,7 @@ class LeRobotReader:
         sensor_features: Sequence[str] = tuple(_DEFAULTS.sensor_features),
         image_features: Sequence[str] | None = _DEFAULTS.image_features,
         action_feature: str = _DEFAULTS.action_feature,
+        state_feature: str | None = _DEFAULTS.state_feature,
         expected_channels: int | None = _DEFAULTS.expected_channels,
         video_tolerance_s: float = _DEFAULTS.video_tolerance_s,
         **_: Any,
@@ -56,6 +58,7 @@ class LeRobotReader:
         self.sensor_features = list(sensor_features)
         self.image_features = None if image_features is None else list(image_features)
         self.action_feature = action_feature
+        self.state_feature = state_feature
         self.expected_channels = expected_channels
         self.video_tolerance_s = float(video_tolerance_s)
         self._metas: dict[tuple[Any, ...], DatasetMeta] = {}
@@ -87,8 +90,10 @@ class LeRobotReader:
         data = DataFile(meta.data_file(ep))
         where = f"episode {index}"
         rows = data.rows_of(ep.from_index, ep.to_index, where)
-        self._check_columns(meta, data)
-        frames = data.read(["timestamp", "episode_index", "task_index", self.action_feature], *rows)
+        state_key = self._state_key(meta)
+        self._check_columns(meta, data, state_key)
+        frames = data.read(["timestamp", "episode_index", "task_index", self.action_feature,
+                            *([state_key] if state_key else [])], *rows)
         ts = column_array(frames, "timestamp", (1,), f"{data.path}:timestamp").astype(np.float64)
         check_timestamps(ts, f"{data.path}:timestamp ({where})")
         owners = frames.column("episode_index").to_numpy()
@@ -107,18 +112,29 @@ class LeRobotReader:
             instruction=instruction,
             meta={"instruction": instruction, "lerobot": {"episode_index": index, "fps": meta.fps,
                                                           "tasks": list(ep.tasks)}},
+            states=self._states(meta, frames, state_key, data.path, where) if state_key else None,
         )
         if self.sensor_features:
             self._attach_sensor(traj, meta, data, rows, ts, where)
         return traj
 
     # ----------------------------------------------------------------- pieces
-    def _check_columns(self, meta: DatasetMeta, data: DataFile) -> None:
+    def _state_key(self, meta: DatasetMeta) -> str | None:
+        """The state feature to read: the configured one; the default only when the dataset has it."""
+        key = self.state_feature
+        if key is None or (key == _DEFAULTS.state_feature and key not in meta.features):
+            return None
+        return key
+
+    def _check_columns(self, meta: DatasetMeta, data: DataFile, state_key: str | None = None) -> None:
         """Configured features exist in info.json (else list the available ones) and in the data file."""
         self._numeric_feature(meta, self.action_feature, "action")
         for key in self.sensor_features:
             self._numeric_feature(meta, key, "sensor")
-        needed = ["timestamp", "episode_index", "task_index", self.action_feature, *self.sensor_features]
+        if state_key:
+            self._numeric_feature(meta, state_key, "state")
+        needed = ["timestamp", "episode_index", "task_index", self.action_feature, *self.sensor_features,
+                  *([state_key] if state_key else [])]
         missing = [c for c in needed if c not in data.schema.names]
         if missing:
             raise DataFormatError(
@@ -143,6 +159,15 @@ class LeRobotReader:
         actions = column_array(frames, key, shape, f"{path}:{key}").astype(np.float32).reshape(len(frames), -1)
         check_finite(actions, f"{path}:{key} ({where})")
         return actions
+
+    def _states(self, meta: DatasetMeta, frames: Any, key: str, path: Path, where: str) -> np.ndarray:
+        """The (M, S) float32 state of the episode's frames (data.lerobot.state_feature)."""
+        shape = self._numeric_feature(meta, key, "state")
+        if len(shape) != 1:
+            raise DataFormatError(f"{meta.root / 'meta/info.json'}:features.{key}: shape {shape}; expected (S,) "
+                                  "for the state feature")
+        states = column_array(frames, key, shape, f"{path}:{key}").reshape(len(frames), -1)
+        return check_states(states, len(frames), f"{path}:{key} ({where})")
 
     def _images(self, meta: DatasetMeta, ep: Episode, data: DataFile, rows: tuple[int, int],
                 views: Sequence[str] | None, ts: np.ndarray) -> LeRobotImages:
