@@ -39,7 +39,7 @@ def _observations(traj_dir: Path) -> list[dict]:
     with np.load(traj_dir / "sensor.npz") as npz:
         ts, values = npz["timestamps"], np.concatenate([npz["forces"][:, None], npz["alines"]], axis=1)
     with np.load(traj_dir / "actions.npz") as npz:
-        steps = npz["timestamps"]
+        steps, states = npz["timestamps"], npz["states"]
     meta = json.loads((traj_dir / "meta.json").read_text())
     out, previous = [], -np.inf
     for k, t in enumerate(steps):
@@ -47,7 +47,7 @@ def _observations(traj_dir: Path) -> list[dict]:
         images = {v: np.asarray(Image.open(next((traj_dir / "images" / v).glob(f"{k:06d}.*"))).convert("RGB"))
                   for v in meta["views"]}
         out.append({"images": images, "sensor": {"timestamps": ts[rows], "values": values[rows].astype(np.float32)},
-                    "instruction": meta["instruction"]})
+                    "instruction": meta["instruction"], "state": states[k]})
         previous = t
     return out
 
@@ -67,8 +67,30 @@ def test_policy_inputs_equal_the_datasets(sim_run: Path) -> None:
         got = policy.batch(obs)
         want = collate_samples([dataset[k]])  # trajectory 0: sample k is step k
         for key in ("sensor_data", "sensor_lengths", "has_sensor_mask", "pixel_values", "image_grid_thw",
-                    "input_ids", "attention_mask"):
+                    "input_ids", "attention_mask", "state"):
             assert torch.equal(got[key], want[key]), (k, key)
+
+
+def test_a_policy_trained_with_state_refuses_observations_without_a_valid_one(sim_run: Path) -> None:
+    """The recordings carry the tip position, so the run's model reads a 3-dim state."""
+    from vla_sensor.eval.policy import LoadedPolicy
+
+    loaded = LoadedPolicy.from_run(sim_run)
+    assert loaded.state_dim == 3 and loaded.model.state_dim == 3
+    obs = _observations(sorted((sim_run.parent / "data").iterdir())[0])[0]
+    bad = {
+        "missing": ({k: v for k, v in obs.items() if k != "state"}, r"state: missing; .* needs 'state' float32 \(3,\)"),
+        "size": ({**obs, "state": np.zeros(2, np.float32)}, r"state: expected 3 values .* got shape \(2,\)"),
+        "dtype": ({**obs, "state": obs["state"].astype(np.float64)}, r"state: expected dtype float32, got float64"),
+        "nan": ({**obs, "state": np.array([0.0, np.nan, 1.0], np.float32)}, r"state: NaN or inf"),
+    }
+    for name, (o, match) in bad.items():
+        session = loaded.new_session()
+        with pytest.raises(ValueError, match=match):
+            session.predict(o)
+        assert session.stream.timestamps.shape == (0,), name  # refused before the stream took anything
+    chunk = loaded.new_session().predict(obs)
+    assert chunk.shape == (loaded.horizon, 3) and np.isfinite(chunk).all()
 
 
 def test_closed_loop_evaluation_writes_metrics_and_pictures(sim_run: Path, tmp_path: Path) -> None:

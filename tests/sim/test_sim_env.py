@@ -111,3 +111,15 @@ def test_oct_alines_show_the_surface_ahead_of_the_tip():
     assert abs(above[depth_axis < 1.5]).max() < 0.05  # air before it: noise only
     assert depth_axis[np.argmax(inside)] == pytest.approx(2.0, abs=0.05)  # the layer 3 mm under the surface
     assert inside[depth_axis < 1.5].mean() > 5 * abs(above[depth_axis < 1.5].mean())  # tissue scatters
+
+
+def test_observations_carry_the_tip_position_as_state(env):
+    obs, info = env.reset(seed=2)
+    validate_observation(obs, views=["left", "oak"], channels=1026, state_dim=3)
+    assert obs["state"].dtype == np.float32 and obs["state"].shape == (3,)
+    np.testing.assert_allclose(obs["state"], info["tip_mm"], atol=1e-4)
+    start = obs["state"].copy()
+    for _ in range(2):
+        obs, *_, info = env.step(np.array([0.2, -0.1, 0.0], np.float32))
+        np.testing.assert_allclose(obs["state"], info["tip_mm"], atol=1e-4)  # at the step's end
+    np.testing.assert_allclose(obs["state"] - start, [0.4, -0.2, 0.0], atol=0.02)  # moves with the commands

@@ -32,6 +32,10 @@ def test_recordings_are_read_by_the_trajectory_reader(recording):
         # the recorded actions, summed, bring the tip to the target depth below the hidden surface
         final_z = 10.0 + traj.actions[:, 2].sum()
         assert meta["sim"]["params"]["surface_mm"] - final_z == pytest.approx(2.0, abs=0.3)
+        # the tip position where each action was chosen: the state before the step, as the images
+        assert traj.states.shape == (60, 3) and meta["state_names"] == ["tip_x_mm", "tip_y_mm", "tip_z_mm"]
+        np.testing.assert_allclose(traj.states[0, 2], 10.0, atol=0.05)
+        np.testing.assert_allclose(np.diff(traj.states[:, :2], axis=0), traj.actions[:-1, :2], atol=0.05)
 
 
 def test_an_insertion_dataset_builds_on_recordings(recording, tmp_path, monkeypatch):
@@ -45,6 +49,7 @@ def test_an_insertion_dataset_builds_on_recordings(recording, tmp_path, monkeypa
     assert sample["actions"].shape[-1] == 3
     assert sample["sensor_data"].shape[-1] == 1026
     assert sample["images"].shape[0] == 2  # left, oak
+    assert ds.state_dim == 3 and sample["state"].shape == (3,)
 
 
 def test_same_seed_gives_identical_files(recording, recording_seed, tmp_path):

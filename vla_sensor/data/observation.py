@@ -5,17 +5,20 @@ consume it::
 
     {"images": {view: uint8 (H, W, 3)},
      "sensor": {"timestamps": float64 (n,), "values": float32 (n, C)},
-     "instruction": str}
+     "instruction": str,
+     "state": float32 (S,)}          # optional: the robot's proprioceptive state, robot units
 
 ``sensor`` carries the samples recorded since the previous observation of the episode (n may be 0),
-so a policy keeps the stream and cuts its windows exactly as the dataset does. A :class:`Policy`
+so a policy keeps the stream and cuts its windows exactly as the dataset does. ``state`` is what the
+recordings hold as ``states`` at this step (the simulator: the tip position in mm); a policy trained
+with a state needs it, one trained without ignores it. A :class:`Policy`
 turns a stream of observations into action chunks (horizon, A) in robot units.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, NotRequired, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +32,7 @@ class Observation(TypedDict):
     images: dict[str, np.ndarray]  # view -> (H, W, 3) uint8
     sensor: SensorChunk
     instruction: str
+    state: NotRequired[np.ndarray]  # (S,) float32, robot units
 
 
 class ObservationError(ValueError):
@@ -58,10 +62,25 @@ def _array(value: Any, where: str, dtype: np.dtype, ndim: int) -> np.ndarray:
     return value
 
 
+def validate_state(state: Any, state_dim: int) -> np.ndarray:
+    """A policy's ``state`` input: float32 (state_dim,), finite; ``state_dim`` is the size it was trained with."""
+    if state is None:
+        raise ObservationError(f"state: missing; the policy was trained with a proprioceptive state and needs "
+                               f"'state' float32 ({state_dim},)")
+    value = _array(state, "state", np.dtype(np.float32), 1)
+    if value.shape[0] != state_dim:
+        raise ObservationError(f"state: expected {state_dim} values (float32 ({state_dim},)), got shape {value.shape}")
+    if not np.isfinite(value).all():
+        raise ObservationError(f"state: NaN or inf in {value.tolist()}; expected finite values")
+    return value
+
+
 def validate_observation(
-    obs: Mapping[str, Any], views: Sequence[str] | None = None, channels: int | None = None
+    obs: Mapping[str, Any], views: Sequence[str] | None = None, channels: int | None = None,
+    state_dim: int | None = None,
 ) -> Observation:
-    """``obs`` checked against the contract (and the policy's ``views`` / sensor ``channels``); returned as is."""
+    """``obs`` checked against the contract (and the policy's ``views`` / sensor ``channels`` / ``state_dim``:
+    > 0 needs ``state`` of that size, 0 and None accept any or none); returned as is."""
     if not isinstance(obs, Mapping):
         raise ObservationError(f"observation: expected a mapping, got {type(obs).__name__}")
     for key in ("images", "sensor", "instruction"):
@@ -91,4 +110,8 @@ def validate_observation(
         raise ObservationError("sensor.timestamps: expected strictly increasing timestamps")
     if not isinstance(obs["instruction"], str):
         raise ObservationError(f"instruction: expected a string, got {type(obs['instruction']).__name__}")
+    if state_dim:
+        validate_state(obs.get("state"), state_dim)
+    elif obs.get("state") is not None:
+        _array(obs["state"], "state", np.dtype(np.float32), 1)
     return obs  # type: ignore[return-value]

@@ -3,8 +3,10 @@
 Every piece of pre-processing is the dataset's own: the sensor window is cut by
 :class:`~vla_sensor.data.live.LiveSensorStream` with the run's window settings, the camera images are
 resized with :func:`~vla_sensor.data.images.resize_image` to the run's image size, the model's
-input transform and :func:`~vla_sensor.data.collate.collate_samples` build the batch. What the policy
-sees in closed loop is what it was trained on.
+input transform and :func:`~vla_sensor.data.collate.collate_samples` build the batch, and a policy
+trained with a proprioceptive state gets the observation's ``state`` as the sample's ``state`` (robot
+units; the model normalises it with the training split's statistics). What the policy sees in closed
+loop is what it was trained on.
 
 The loaded model (:class:`LoadedPolicy`) is separate from the episode's state (:class:`PolicySession`,
 one sensor stream), so one model in memory can serve many robots or simulator clients at once, each
@@ -43,6 +45,8 @@ class LoadedPolicy:
         self.transform = model.build_sample_transform(self.views, self.image_size)
         encoder = getattr(model, "sensor_encoder", None)
         self.channels = int(encoder.input_channels) if encoder is not None else SENSOR_CHANNELS
+        # S of the proprioceptive state the model was trained with (0: none; obs["state"] is then ignored)
+        self.state_dim = int(getattr(model, "state_dim", 0) or 0)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str | None = None, device: str | torch.device = "cpu"
@@ -72,7 +76,7 @@ class LoadedPolicy:
 
     def batch(self, obs: Observation, stream: LiveSensorStream) -> dict[str, Any]:
         """The one-sample batch of ``obs`` (appended to ``stream``), built as the dataset and loader do."""
-        validate_observation(obs, views=self.views, channels=self.channels)
+        validate_observation(obs, views=self.views, channels=self.channels, state_dim=self.state_dim)
         stream.append(obs["sensor"]["timestamps"], obs["sensor"]["values"])
         window, length = stream.window(self.spec)
         images = np.stack([resize_image(Image.fromarray(obs["images"][v]), self.image_size) for v in self.views])
@@ -83,6 +87,8 @@ class LoadedPolicy:
             "has_sensor": True,
             "instruction": obs["instruction"],
         }
+        if self.state_dim:
+            sample["state"] = torch.from_numpy(obs["state"].copy())
         return collate_samples([sample])
 
     @torch.no_grad()

@@ -7,8 +7,9 @@ carriage setpoint moves linearly over the step's 65 physics steps. Each axis is 
 
 Observation: the observation contract of :mod:`vla_sensor.data.observation` — the cameras' images
 at the step's end, the sensor samples since the previous observation (65 per step, one at reset),
-1026 channels each (axial force in N, compressive positive, zeroed at reset; then the A-line), and
-the instruction.
+1026 channels each (axial force in N, compressive positive, zeroed at reset; then the A-line), the
+instruction, and the robot's proprioceptive ``state``: the needle tip position (x, y, z) in mm at the
+step's end, float32 (3,) (z up; the recorder writes it as ``states``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ mujoco = import_mujoco()
 
 DEFAULT_INSTRUCTION = "Insert the needle 2 mm below the tissue surface at the red target."
 ACTION_DIM = 3
+STATE_NAMES = ("tip_x_mm", "tip_y_mm", "tip_z_mm")  # obs["state"]: the needle tip position
 SETTLE_STEPS = 20  # physics steps before the force sensor is zeroed at reset
 
 
@@ -116,7 +118,7 @@ class InsertionEnv(gym.Env):
         self._clipped = False
         force, tip = self._read()
         sensor = self._sensor_chunk(np.array([0.0]), np.array([force]), tip[None, :])
-        return self._observation(sensor), self._info(force, tip)
+        return self._observation(sensor, tip), self._info(force, tip)
 
     def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict]:
         if self.params is None:
@@ -140,7 +142,7 @@ class InsertionEnv(gym.Env):
         times = (self._sample - SUBSTEPS + 1 + np.arange(SUBSTEPS)) / PHYSICS_HZ
         was_success = self.success
         sensor = self._sensor_chunk(times, forces, tips)
-        obs = self._observation(sensor)
+        obs = self._observation(sensor, tips[-1])
         reward = 1.0 if self.success and not was_success else 0.0
         terminated = (self.terminate_on_success and self.success) or (self.terminate_on_failure and self._violated)
         truncated = not terminated and self._step >= self.max_steps
@@ -232,13 +234,14 @@ class InsertionEnv(gym.Env):
             values[:, 1:] = oct_model.alines(-depth, self._noise)
         return {"timestamps": np.asarray(times, np.float64), "values": values}
 
-    def _observation(self, sensor: dict[str, np.ndarray]) -> Observation:
+    def _observation(self, sensor: dict[str, np.ndarray], tip: np.ndarray) -> Observation:
         images: dict[str, np.ndarray] = {}
         if self._renderer is not None:
             with self.timer("render"):
                 images = self._renderer.render(self.data)
         self._last_images = images
-        return {"images": images, "sensor": sensor, "instruction": self.instruction}  # type: ignore[typeddict-item]
+        return {"images": images, "sensor": sensor, "instruction": self.instruction,  # type: ignore[typeddict-item]
+                "state": np.asarray(tip, np.float32).copy()}
 
     def _info(self, force: float, tip: np.ndarray) -> dict[str, Any]:
         p, c = self._require_params(), self.criterion

@@ -3,7 +3,8 @@
 ``python -m vla_sensor.sim.record OUT --episodes 40 --seed 0`` writes ``OUT/episode_000000/`` ...
 through :func:`vla_sensor.data.writer.write_trajectory` (atomic per episode): ``actions.npz``
 (dx, dy, dz in mm per 0.1 s step), ``images/<view>/`` (png, lossless and byte-for-byte
-reproducible), ``sensor.npz`` (650 Hz ``timestamps``, ``forces``, ``alines``) and ``meta.json`` with
+reproducible), the needle tip position (x, y, z mm) at each step as ``states`` in ``actions.npz``,
+``sensor.npz`` (650 Hz ``timestamps``, ``forces``, ``alines``) and ``meta.json`` with
 the instruction, the episode's hidden parameters and ``"success"``. The same seed gives the same
 episodes; ``python train.py data.root=OUT`` trains on them.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from vla_sensor.data.writer import write_trajectory
-from vla_sensor.sim.env import InsertionEnv
+from vla_sensor.sim.env import STATE_NAMES, InsertionEnv
 from vla_sensor.sim.expert import ExpertConfig, ScriptedExpert
 from vla_sensor.sim.scene import CONTROL_HZ, EPISODE_SECONDS, IMAGE_SIZE, PHYSICS_HZ, VIEWS, SceneRanges
 
@@ -38,11 +39,12 @@ def record_episode(
     obs, info = env.reset(seed=seed)
     expert.reset()
     frames: dict[str, list[np.ndarray]] = {v: [] for v in env.views}
-    actions, sensors = [], [obs["sensor"]["values"]]
+    actions, states, sensors = [], [], [obs["sensor"]["values"]]
     times = [obs["sensor"]["timestamps"]]
     for _ in range(env.max_steps):
         for view in env.views:
             frames[view].append(obs["images"][view])
+        states.append(obs["state"])  # where the tip is when the step's action is chosen, as the images
         action = expert.predict(obs)[0]
         actions.append(action)
         obs, _, _, _, info = env.step(action)
@@ -55,6 +57,7 @@ def record_episode(
         "sensor_rate_hz": PHYSICS_HZ,
         "views": list(env.views),
         "action_names": list(ACTION_NAMES),
+        "state_names": list(STATE_NAMES),
         "success": bool(info["success"]),
         "sim": {
             "seed": int(seed),
@@ -73,6 +76,7 @@ def record_episode(
         images=frames,
         sensor={"timestamps": np.concatenate(times), "forces": values[:, 0], "alines": values[:, 1:]},
         meta=meta,
+        states=np.asarray(states, np.float32),
         image_format=image_format,
     )
     return meta

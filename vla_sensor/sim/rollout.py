@@ -84,7 +84,7 @@ def _since_last_query(obs: Observation, unseen: list[dict[str, np.ndarray]]) -> 
         "timestamps": np.concatenate([c["timestamps"] for c in unseen]),
         "values": np.concatenate([c["values"] for c in unseen]),
     }
-    return {"images": obs["images"], "sensor": sensor, "instruction": obs["instruction"]}  # type: ignore[typeddict-item]
+    return {**obs, "sensor": sensor}  # type: ignore[typeddict-item]  (images, instruction, state kept)
 
 
 def run_episode(
