@@ -73,6 +73,10 @@ def test_export_writes_observation_state_and_import_reads_it_back(tmp_path: Path
     reader = LeRobotReader(**KC)  # the default state_feature finds it
     for path, d in zip(reader.discover(tmp_path / "lr"), native, strict=True):
         np.testing.assert_array_equal(reader.read(path).states, written[d.name])
+    ds = InsertionDataset(reader.discover(tmp_path / "lr"), reader=reader, horizon=2, sensor_window_size=20,
+                          image_size=(24, 32), cache=False, progress=False)
+    assert ds.state_dim == 3
+    np.testing.assert_array_equal(ds[1]["state"].numpy(), written[native[0].name][1])
     assert main(["import", str(tmp_path / "lr"), str(tmp_path / "n2")]) == 0
     for d in native:
         back = TrajectoryReader(expected_channels=None).read(tmp_path / "n2" / d.name)
