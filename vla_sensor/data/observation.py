@@ -80,7 +80,7 @@ def validate_observation(
     state_dim: int | None = None,
 ) -> Observation:
     """``obs`` checked against the contract (and the policy's ``views`` / sensor ``channels`` / ``state_dim``:
-    > 0 needs ``state`` of that size, 0 and None accept any or none); returned as is."""
+    > 0 needs ``state`` of that size; 0 and None do not look at it); returned as is."""
     if not isinstance(obs, Mapping):
         raise ObservationError(f"observation: expected a mapping, got {type(obs).__name__}")
     for key in ("images", "sensor", "instruction"):
@@ -110,8 +110,6 @@ def validate_observation(
         raise ObservationError("sensor.timestamps: expected strictly increasing timestamps")
     if not isinstance(obs["instruction"], str):
         raise ObservationError(f"instruction: expected a string, got {type(obs['instruction']).__name__}")
-    if state_dim:
+    if state_dim:  # a policy trained without a state never reads it
         validate_state(obs.get("state"), state_dim)
-    elif obs.get("state") is not None:
-        _array(obs["state"], "state", np.dtype(np.float32), 1)
     return obs  # type: ignore[return-value]
