@@ -162,16 +162,16 @@ def install(spec: str, argv: list[str]) -> None:
         import numpy as np
 
         count = _Countdown(n)
-        real_write = np.lib.format.write_array
+        real_header = np.lib.format.write_array_header_1_0
 
-        def write_array(f, array, *args, **kwargs):
+        def write_header(f, header, *args, **kwargs):
+            real_header(f, header, *args, **kwargs)
             if ".tmp" in str(getattr(f, "name", "")) and count.hit():  # the mmap cache's temp file
-                f.write(b"\x93NUMPY" + b"\0" * 4096)  # a header and some rows, then the crash
+                f.write(b"\0" * 4096)  # a header and some rows, then the crash
                 f.flush()
                 _die()
-            return real_write(f, array, *args, **kwargs)
 
-        np.lib.format.write_array = write_array
+        np.lib.format.write_array_header_1_0 = write_header
     elif point == "readonly":
         out = next(a.split("=", 1)[1] for a in argv if a.startswith("output_dir="))
         _readonly(out)

@@ -221,9 +221,10 @@ def check_timestamps(ts: np.ndarray, where: str) -> None:
         )
 
 
-def check_finite(a: np.ndarray, where: str) -> None:
+def check_finite(a: np.ndarray, where: str, first_row: int = 0) -> None:
+    """``first_row``: the index of ``a``'s first row in the whole array (a piece of a longer stream)."""
     if not np.isfinite(a).all():
-        row = int(np.flatnonzero(~np.isfinite(a).reshape(a.shape[0], -1).all(axis=1))[0])
+        row = first_row + int(np.flatnonzero(~np.isfinite(a).reshape(a.shape[0], -1).all(axis=1))[0])
         raise DataFormatError(f"{where}: NaN/inf value at row {row}; expected finite numbers")
 
 
@@ -478,7 +479,7 @@ class TrajectoryReader:
                 for pieces in zip(*parts):
                     out = np.concatenate([p[:, None] if p.ndim == 1 else p for p in pieces], axis=1, dtype=np.float32)
                     if validate:
-                        check_finite(out, f"{path}:{'+'.join(self.channel_keys)} (rows from {done})")
+                        check_finite(out, f"{path}:{'+'.join(self.channel_keys)}", first_row=done)
                     done += out.shape[0]
                     yield out
             except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
