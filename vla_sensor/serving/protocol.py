@@ -78,4 +78,6 @@ def decode_observation(payload: Any, max_pixels: int) -> dict[str, Any]:
     if isinstance(sensor, dict):
         obs["sensor"] = {key: decode_array(value, f"sensor.{key}") if is_array(value) else value
                          for key, value in sensor.items()}
+    if is_array(obs.get("state")):  # the optional proprioceptive state (S,)
+        obs["state"] = decode_array(obs["state"], "state")
     return obs
