@@ -164,3 +164,19 @@ def test_a_training_split_with_state_and_a_validation_split_without_is_refused(
     np.savez(state_dirs[3] / "actions.npz", **arrays)
     with pytest.raises(DataFormatError, match=r"training trajectories have a 3-dim state .* validation ones a 0-dim"):
         build_datasets(cfg)
+
+
+def test_a_custom_readers_states_get_the_same_checks(traj_copy: Path) -> None:
+    class Reader(TrajectoryReader):
+        def __init__(self, states) -> None:
+            super().__init__()
+            self.states = states
+
+        def read(self, path, views=None):
+            traj = super().read(path, views)
+            traj.states = self.states(traj.num_steps)
+            return traj
+
+    assert InsertionDataset(traj_copy, reader=Reader(lambda m: np.ones(m)), **KW).state_dim == 1
+    with pytest.raises(DataFormatError, match=r"traj: states: expected shape \(15, S\) .* got \(14, 2\)"):
+        InsertionDataset(traj_copy, reader=Reader(lambda m: np.ones((m - 1, 2))), **KW)

@@ -18,7 +18,13 @@ from torch.utils.data import Dataset
 from vla_sensor.data.cache import CacheStrategy, SensorCache, default_cache_dir, make_sensor_cache
 from vla_sensor.data.config import data_config
 from vla_sensor.data.errors import DataFormatError
-from vla_sensor.data.format import DEFAULT_INSTRUCTION, Trajectory, TrajectoryReader, TrajectoryReaderProtocol
+from vla_sensor.data.format import (
+    DEFAULT_INSTRUCTION,
+    Trajectory,
+    TrajectoryReader,
+    TrajectoryReaderProtocol,
+    check_states,
+)
 from vla_sensor.data.image_cache import ImageCache
 from vla_sensor.data.images import decode_views
 from vla_sensor.data.storage import StorageDtype
@@ -112,6 +118,8 @@ class InsertionDataset(Dataset):
                 f"{without.path}: no proprioceptive state, but {len(with_state)} of {len(self.trajectories)} "
                 f"trajectories have one (e.g. {with_state[0].path}); expected states in all trajectories or none"
             )
+        for t in with_state:  # a custom reader's states get the native reader's checks
+            t.states = check_states(np.asarray(t.states), t.num_steps, f"{t.path}: states")
         dims = {t.state_dim: t.path for t in with_state}
         if len(dims) > 1:
             raise DataFormatError(
