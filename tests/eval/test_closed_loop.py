@@ -73,10 +73,17 @@ def test_policy_inputs_equal_the_datasets(sim_run: Path) -> None:
 
 def test_a_policy_trained_with_state_refuses_observations_without_a_valid_one(sim_run: Path) -> None:
     """The recordings carry the tip position, so the run's model reads a 3-dim state."""
+    from vla_sensor.data.build import build_datasets
     from vla_sensor.eval.policy import LoadedPolicy
+    from vla_sensor.eval.run import load_run_config, resolve_weights
 
     loaded = LoadedPolicy.from_run(sim_run)
     assert loaded.state_dim == 3 and loaded.model.state_dim == 3
+    # saved with the weights: the training split's state statistics
+    saved = json.loads((resolve_weights(sim_run, None) / "action_stats.json").read_text())["state"]
+    train, _, stats = build_datasets(load_run_config(sim_run).data)
+    np.testing.assert_allclose(saved["mean"], np.concatenate([t.states for t in train.trajectories]).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(saved["std"], stats.state.std, rtol=1e-6)
     obs = _observations(sorted((sim_run.parent / "data").iterdir())[0])[0]
     bad = {
         "missing": ({k: v for k, v in obs.items() if k != "state"}, r"state: missing; .* needs 'state' float32 \(3,\)"),
