@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
     policy = LoadedPolicy.from_run(cfg.run_dir, cfg.checkpoint, device=cfg.device)
     token = cfg.token or os.environ.get(TOKEN_ENV) or None
     server = PolicyServer(policy, host=cfg.host, port=cfg.port, token=token,
-                          max_request_bytes=int(cfg.max_request_mb * 2**20), max_image_pixels=cfg.max_image_pixels)
+                          max_request_bytes=int(cfg.max_request_mb * 2**20), max_image_pixels=cfg.max_image_pixels,
+                          max_instruction_tokens=cfg.max_instruction_tokens, stop_timeout_s=cfg.stop_timeout_s)
 
     def ready(s: PolicyServer) -> None:
         print(f"serving {cfg.run_dir} on ws://{s.host}:{s.port} (views {policy.views}, {policy.horizon} actions "

@@ -24,6 +24,8 @@ class ServeConfig:
     token: Optional[str] = None  # noqa: UP045  (shared secret every client must send; None: $VLA_SERVE_TOKEN)
     max_request_mb: float = 16.0  # larger requests get a too_large error reply
     max_image_pixels: int = 16_777_216  # JPEG/PNG images larger than this are refused before decoding
+    max_instruction_tokens: int = 512  # longer instructions get an observation error (the model's cost is quadratic)
+    stop_timeout_s: float = 3.0  # on SIGTERM, how long a running request may finish before the process exits
     threads: Optional[int] = None  # noqa: UP045  (torch CPU threads; None: torch's default)
 
 

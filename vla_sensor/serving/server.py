@@ -15,11 +15,12 @@ import contextlib
 import dataclasses
 import hmac
 import logging
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -30,9 +31,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from vla_sensor.data.observation import ObservationError
+from vla_sensor.serving import openpi
 from vla_sensor.serving import protocol as P
 from vla_sensor.serving.codec import ProtocolError, pack, unpack
 from vla_sensor.serving.config import ServeConfig
+from vla_sensor.serving.limits import check_request
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,41 @@ class ServablePolicy(Protocol):
     def forward(self, batch: Any) -> np.ndarray: ...
 
 
+class ModelThread(Executor):
+    """One daemon thread that runs every request, in order.
+
+    Not a ThreadPoolExecutor: the interpreter joins those at exit, so a request stuck in the model
+    would keep a stopped server alive; a daemon thread is abandoned once ``stop_timeout_s`` is over."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="policy-model", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn, args, kwargs))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            with contextlib.suppress(queue.Empty):
+                while (item := self._queue.get_nowait()) is not None:
+                    item[0].cancel()
+        self._queue.put(None)
+        if wait:
+            self._thread.join()
+
+
 def _ms(seconds: float) -> float:
     return round(1e3 * seconds, 4)
 
@@ -69,17 +107,26 @@ class PolicyServer:
 
     def __init__(self, policy: ServablePolicy, *, host: str = ServeConfig.host, port: int = ServeConfig.port,
                  token: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_image_pixels: int = ServeConfig.max_image_pixels) -> None:
-        if max_request_bytes < 1 or max_image_pixels < 1:
-            raise ValueError("max_request_bytes and max_image_pixels: expected positive limits")
+                 max_image_pixels: int = ServeConfig.max_image_pixels,
+                 max_instruction_tokens: int = ServeConfig.max_instruction_tokens,
+                 stop_timeout_s: float = ServeConfig.stop_timeout_s) -> None:
+        if min(max_request_bytes, max_image_pixels, max_instruction_tokens) < 1:
+            raise ValueError("max_request_bytes, max_image_pixels, max_instruction_tokens: expected positive limits")
         self.policy = policy
         self.host, self.port = host, int(port)
         self.token = token or None
         self.max_request_bytes = int(max_request_bytes)
         self.max_image_pixels = int(max_image_pixels)
+        self.max_instruction_tokens = int(max_instruction_tokens)
+        self.stop_timeout_s = float(stop_timeout_s)
+        transform = getattr(policy, "transform", None)
+        self.tokenizer = getattr(transform, "tokenizer", None)
+        settings = getattr(transform, "settings", None)
+        self.min_image_side = int(settings.factor) if settings is not None else 1  # one merged vision patch
+        self._running: set[Any] = set()  # the model thread's futures, waited for (bounded) at stop
         self.sessions: dict[int, Session] = {}  # connection id -> its episode state
         self.requests = 0
-        self._worker: ThreadPoolExecutor | None = None
+        self._worker: ModelThread | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The ``hello`` message every client receives on connect."""
@@ -89,12 +136,17 @@ class PolicyServer:
             "type": "hello", "protocol": P.PROTOCOL_VERSION, "views": list(self.policy.views),
             "channels": int(self.policy.channels), "horizon": int(self.policy.horizon),
             "action_dim": int(self.policy.action_dim), "image_size": None if size is None else list(size),
-            "window": None if spec is None else dataclasses.asdict(spec), "max_request_bytes": self.max_request_bytes,
+            "window": None if spec is None else dataclasses.asdict(spec),
+            "state_dim": int(getattr(self.policy, "state_dim", 0) or 0),
+            "max_request_bytes": self.max_request_bytes, "max_image_pixels": self.max_image_pixels,
+            "max_instruction_tokens": self.max_instruction_tokens,
+            "min_image_size": [self.min_image_side, self.min_image_side],
         }
 
     async def serve(self, stop: asyncio.Future[Any], ready: Callable[[PolicyServer], None] | None = None) -> None:
-        """Serve until ``stop`` is done; then close every connection and let the running request finish."""
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-model")
+        """Serve until ``stop`` is done; then close every connection, giving a running request at most
+        ``stop_timeout_s`` to finish (after that it is abandoned: the model thread is never joined)."""
+        self._worker = ModelThread()
         try:
             async with serve(self._handle, self.host, self.port, process_request=self._check_token,
                              compression=None, max_size=2 * self.max_request_bytes + 2**16) as server:
@@ -102,8 +154,14 @@ class PolicyServer:
                 if ready is not None:
                     ready(self)
                 await stop
+                # closing the server waits for every connection's handler: unblock those awaiting the model
+                running = [f for f in self._running if not f.done()]
+                if running:
+                    _, late = await asyncio.wait(running, timeout=self.stop_timeout_s)
+                    for future in late:
+                        future.cancel()
         finally:
-            self._worker.shutdown(wait=True, cancel_futures=True)
+            self._worker.shutdown(wait=False, cancel_futures=True)
 
     def _check_token(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse the handshake (HTTP 401, the reason in the body) unless the client sent the token."""
@@ -133,7 +191,10 @@ class PolicyServer:
                 else:
                     session = self.sessions[key]
                     gone = lambda: ws.state is State.CLOSED  # noqa: E731
-                    reply = await loop.run_in_executor(self._worker, self._respond, session, frame, received, gone)
+                    future = loop.run_in_executor(self._worker, self._respond, session, frame, received, gone)
+                    self._running.add(future)
+                    future.add_done_callback(self._running.discard)
+                    reply = await future
                     if reply is None:
                         break
                 await ws.send(reply)
@@ -143,13 +204,21 @@ class PolicyServer:
             self.sessions.pop(key, None)
             log.info("client %s left (%d connected)", ws.remote_address, len(self.sessions))
 
-    def _respond(self, session: Session, frame: bytes, received: float, gone: Callable[[], bool]) -> bytes | None:
-        """The reply frame to one request (in the worker thread); None when its client has already left."""
+    def _respond(self, session: Session, frame: bytes, received: float, gone: Callable[[], bool]
+                 ) -> bytes | str | None:
+        """The reply frame to one request (in the worker thread); None when its client has already left.
+
+        A frame without ``type`` is an openpi request: answered in openpi's encoding, errors as text."""
         start = time.perf_counter()
         if gone():
             return None
         try:
             message = unpack(frame)
+        except ProtocolError as exc:
+            return pack(P.error_reply(P.PROTOCOL, str(exc)))
+        if openpi.is_openpi(message):
+            return self._respond_openpi(session, message, start, received)
+        try:
             kind = message.get("type")
             if kind == "reset":
                 session.reset()
@@ -159,11 +228,7 @@ class PolicyServer:
             if "observation" not in message:
                 raise ProtocolError("observation: missing from the predict request")
             obs = P.decode_observation(message["observation"], self.max_image_pixels)
-            decoded = time.perf_counter()
-            batch = session.batch(obs)
-            prepared = time.perf_counter()
-            actions = np.asarray(self.policy.forward(batch), dtype=np.float32)
-            done = time.perf_counter()
+            actions, timing, done = self._act(session, obs, start, received)
         except ObservationError as exc:
             return pack(P.error_reply(P.OBSERVATION, str(exc)))
         except ProtocolError as exc:
@@ -171,15 +236,55 @@ class PolicyServer:
         except Exception as exc:  # a bug or a model failure: report it, keep serving the others
             log.exception("request failed")
             return pack(P.error_reply(P.INTERNAL, f"{type(exc).__name__}: {exc}"))
-        self.requests += 1
-        timing = {"queue_ms": _ms(start - received), "decode_ms": _ms(decoded - start),
-                  "preprocess_ms": _ms(prepared - decoded), "model_ms": _ms(done - prepared), "encode_ms": 0.0}
         reply = {"type": "actions", "actions": actions, "timing": timing}
         pack(reply)
         encoded = time.perf_counter()
         timing["encode_ms"] = _ms(encoded - done)
         timing["server_ms"] = _ms(encoded - received)
         return pack(reply)
+
+    def _act(self, session: Session, obs: dict[str, Any], start: float, received: float
+             ) -> tuple[np.ndarray, dict[str, float], float]:
+        """The actions for a decoded observation (after the request limits), its timing, and when it was done."""
+        check_request(obs, self.tokenizer, self.max_instruction_tokens, self.min_image_side)
+        decoded = time.perf_counter()
+        batch = session.batch(obs)
+        prepared = time.perf_counter()
+        actions = np.asarray(self.policy.forward(batch), dtype=np.float32)
+        done = time.perf_counter()
+        self.requests += 1
+        timing = {"queue_ms": _ms(start - received), "decode_ms": _ms(decoded - start),
+                  "preprocess_ms": _ms(prepared - decoded), "model_ms": _ms(done - prepared), "encode_ms": 0.0}
+        return actions, timing, done
+
+    def _respond_openpi(self, session: Session, message: dict[Any, Any], start: float, received: float
+                        ) -> bytes | str:
+        """openpi's ``infer``: ``{"actions", "server_timing"}``, or a text frame naming what was refused.
+
+        openpi's client sends no reset: a new episode starts when the sensor timestamps start over."""
+        try:
+            obs = openpi.decode(message)
+            sensor = obs.get("sensor")
+            stream = getattr(session, "stream", None)
+            if isinstance(sensor, dict) and stream is not None:
+                ts = sensor.get("timestamps")
+                if (isinstance(ts, np.ndarray) and ts.ndim == 1 and ts.shape[0] and stream.timestamps.shape[0]
+                        and ts[0] <= stream.timestamps[-1]):
+                    session.reset()
+            actions, timing, done = self._act(session, obs, start, received)
+        except ObservationError as exc:
+            return f"{P.OBSERVATION}: {exc}"
+        except ProtocolError as exc:
+            return f"{P.PROTOCOL}: {exc}"
+        except Exception as exc:  # a bug or a model failure: report it, keep serving the others
+            log.exception("request failed")
+            return f"{P.INTERNAL}: {type(exc).__name__}: {exc}"
+        reply = {"actions": actions, "server_timing": timing}
+        openpi.pack(reply)
+        encoded = time.perf_counter()
+        timing["encode_ms"] = _ms(encoded - done)
+        timing["server_ms"] = _ms(encoded - received)
+        return openpi.pack(reply)
 
 
 def run_server(server: PolicyServer, ready: Callable[[PolicyServer], None] | None = None) -> None:
