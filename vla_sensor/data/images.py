@@ -29,6 +29,15 @@ def resize_image(image: Image.Image, size: tuple[int, int] | None) -> np.ndarray
     return np.asarray(image)
 
 
+def resize_array(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """:func:`resize_image` of a uint8 (H, W, 3) array; one already at ``size`` is returned as is (no PIL
+    round trip: the pixels PIL would give back are these)."""
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and (
+            size is None or tuple(image.shape[:2]) == tuple(size)):
+        return image
+    return resize_image(Image.fromarray(image), size)
+
+
 def decode_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     """(H, W, 3) uint8 RGB of an image file, resized to ``size`` = (H, W) when given."""
     try:

@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from vla_sensor.data.collate import collate_samples
 from vla_sensor.data.dataset import model_inputs
-from vla_sensor.data.images import resize_image
+from vla_sensor.data.images import resize_array
 from vla_sensor.data.live import LiveSensorStream
 from vla_sensor.data.observation import Observation, validate_observation
 from vla_sensor.data.windows import SENSOR_CHANNELS, WindowSpec
@@ -79,7 +78,7 @@ class LoadedPolicy:
         validate_observation(obs, views=self.views, channels=self.channels, state_dim=self.state_dim)
         stream.append(obs["sensor"]["timestamps"], obs["sensor"]["values"])
         window, length = stream.window(self.spec)
-        images = np.stack([resize_image(Image.fromarray(obs["images"][v]), self.image_size) for v in self.views])
+        images = np.stack([resize_array(obs["images"][v], self.image_size) for v in self.views])
         sample = {
             **model_inputs(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), obs["instruction"], self.transform),
             "sensor_data": torch.from_numpy(np.ascontiguousarray(window)),
