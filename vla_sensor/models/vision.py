@@ -104,8 +104,6 @@ class PixelPatchifier:
         mean = np.asarray(settings.image_mean, dtype=np.float32)[:, None]
         std = np.asarray(settings.image_std, dtype=np.float32)[:, None]
         self._lut = (values[None, :] - mean) / std  # (3, 256) float32
-        self._lut_flat = self._lut.reshape(-1)
-        self._channel_offset = (np.arange(3, dtype=np.int16) * 256).reshape(1, 1, 1, 1, 3, 1, 1)
 
     def patchify(self, image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         s = self.settings
@@ -116,15 +114,12 @@ class PixelPatchifier:
         th, tw = smart_resize(h, w, s)
         if (th, tw) != (h, w):
             img = _pil_bicubic(img, th, tw)
+        x = np.stack([self._lut[c][img[c]] for c in range(3)])  # (3, th, tw) float32
         p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
         gh, gw = th // p, tw // p
-        # reorder the uint8 pixels into patch order first (a quarter of the bytes), then one table
-        # gather (channel c reads row c of the table) written once into the duplicated-frame layout
-        x = img.reshape(3, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)
-        values = self._lut_flat[x + self._channel_offset]  # (gh/m, gw/m, m, m, 3, p, p) float32
-        out = np.empty((*values.shape[:5], tp, p, p), np.float32)
-        out[...] = values[:, :, :, :, :, None]
-        return torch.from_numpy(out.reshape(gh * gw, 3 * tp * p * p)), (1, gh, gw)
+        x = x.reshape(3, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)
+        x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], tp, p, p))
+        return torch.from_numpy(x.reshape(gh * gw, 3 * tp * p * p)), (1, gh, gw)
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patches, grids = [], []
