@@ -85,3 +85,23 @@ def test_object_arrays_are_never_built_from_the_wire(loaded_policy) -> None:
         assert "data holds 3 bytes" in raw.recv(timeout=10)
         raw.send(msgpack_numpy.packb(obs))
         assert msgpack_numpy.unpackb(raw.recv(timeout=30))["actions"].shape == (8, 3)
+
+
+def test_a_state_trained_policy_announces_state_dim_and_both_clients_get_its_refusal() -> None:
+    from tests.eval.test_policy_state import _policy
+    from vla_sensor.data.observation import ObservationError
+    from vla_sensor.serving import PolicyClient
+
+    policy = _policy(3)
+    obs = observation_stream(0, 2)
+    with serve_in_background(policy) as server:
+        with PolicyClient("127.0.0.1", server.port) as client:
+            assert client.metadata["state_dim"] == 3
+            with pytest.raises(ObservationError, match="state: missing"):
+                client.predict(obs[0])
+            assert client.predict({**obs[0], "state": np.zeros(3, np.float32)}).shape == (4, 3)
+        pi = websocket_client_policy.WebsocketClientPolicy("127.0.0.1", server.port)
+        assert pi.get_server_metadata()["state_dim"] == 3
+        with pytest.raises(RuntimeError, match=r"state: .*\(3,\)"):
+            pi.infer({**obs[0], "state": np.zeros(2, np.float32)})
+        assert pi.infer({**obs[0], "state": np.zeros(3, np.float32)})["actions"].shape == (4, 3)
