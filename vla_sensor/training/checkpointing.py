@@ -126,23 +126,14 @@ def resolve_resume(resume: str | None, run_dir: Path, verify: bool = True) -> Pa
 
 def agree_on_checkpoint(resume: str | None, run_dir: Path, accelerator) -> Path | None:
     """:func:`resolve_resume` on rank 0 alone (it reads every file once), broadcast to every rank."""
-    from accelerate.utils import broadcast_object_list
+    from vla_sensor.training.rank_zero import decided_on_rank0
 
-    chosen: list = [None, None]
-    failure: ResumeError | None = None
-    if accelerator.is_main_process:
-        try:
-            found = resolve_resume(resume, run_dir)
-            chosen[0] = None if found is None else str(found)
-        except ResumeError as exc:
-            failure, chosen[1] = exc, str(exc)
-    if accelerator.num_processes > 1:
-        broadcast_object_list(chosen, from_process=0)
-    if failure is not None:
-        raise failure
-    if chosen[1] is not None:
-        raise ResumeError(chosen[1])
-    return None if chosen[0] is None else Path(chosen[0])
+    def decide() -> str | None:
+        found = resolve_resume(resume, run_dir)
+        return None if found is None else str(found)
+
+    chosen = decided_on_rank0(accelerator, decide, (ResumeError,), ResumeError)
+    return None if chosen is None else Path(chosen)
 
 
 def newest_intact(run_dir: Path) -> Path | None:

@@ -67,25 +67,18 @@ def default_run_dir() -> Path:
 def decide_run_dir(output_dir: str | None, accelerator) -> Path:
     """Rank 0 chooses the run directory (``output_dir`` or Hydra's), creates it and locks it (released
     by :func:`release_run_dirs`), then broadcasts it; when rank 0 cannot, every rank raises its error."""
-    from accelerate.utils import broadcast_object_list
+    from vla_sensor.training.rank_zero import decided_on_rank0
 
-    chosen: list = [None, None]
-    failure: Exception | None = None
-    if accelerator.is_main_process:
-        path = Path(output_dir) if output_dir else default_run_dir()
-        chosen[0] = str(path.expanduser().resolve())
-        try:
-            check_writable(Path(chosen[0]))
-            _HELD.append(RunLock.acquire(Path(chosen[0])))
-        except (OSError, RunDirBusyError) as exc:
-            failure, chosen[1] = exc, str(exc)
-    if accelerator.num_processes > 1:
-        broadcast_object_list(chosen, from_process=0)
-    if failure is not None:
-        raise failure
-    if chosen[1] is not None:
-        raise RunDirBusyError(f"rank 0 could not take the run directory: {chosen[1]}")
-    return Path(chosen[0])
+    def decide() -> str:
+        path = (Path(output_dir) if output_dir else default_run_dir()).expanduser().resolve()
+        check_writable(path)
+        _HELD.append(RunLock.acquire(path))
+        return str(path)
+
+    def remote(message: str) -> RunDirBusyError:
+        return RunDirBusyError(f"rank 0 could not take the run directory: {message}")
+
+    return Path(decided_on_rank0(accelerator, decide, (OSError, RunDirBusyError), remote))
 
 
 RUN_LOCK = "run.lock"
