@@ -141,7 +141,10 @@ def test_json_complete_and_finite(quick_run: tuple[Path, str]) -> None:
     assert sim["episodes_per_minute"] > 0 and 0 <= sim["expert_success_rate"] <= 1
     assert sim["policy"]["episodes"] > 0 and sim["policy"]["ms_per_step"] > 0
     assert r["lerobot"]["trajectories"] > 0
-    assert r["serving"]["requests"] > 0
+    serving = r["serving"]["configs"]
+    assert [len(c["views"]) for c in serving] == [1, 2]
+    for c in serving:
+        assert c["requests"] > 0 and c["parts_ms"]["overhead_ms"]["p99"] > 0
     sc = r["scale"]
     assert sc["limit"].startswith("none") and [s["ratio"] for s in sc["sizes"]] == [1.0]
     for mode, m in sc["sizes"][0]["modes"].items():
