@@ -9,25 +9,13 @@ Closed loop (``sim.episodes=N``): N episodes in the MuJoCo insertion simulator; 
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import vla_sensor.eval.config  # noqa: F401  (registers the schema evaluate.yaml builds on)
-
-
-def hydra_dir(run_dir: str, stamp: str) -> str:
-    """Hydra's log directory: ``<run_dir>/eval/.hydra_<stamp>`` for an existing run directory, else a
-    temporary one, so that a mistyped ``run_dir`` is reported as missing instead of being created."""
-    if Path(run_dir).is_dir():
-        return str(Path(run_dir) / "eval" / f".hydra_{stamp}")
-    return str(Path(tempfile.gettempdir()) / "vla_sensor_hydra" / f"evaluate_{stamp}")
-
-
-if not OmegaConf.has_resolver("evaluate_hydra_dir"):
-    OmegaConf.register_new_resolver("evaluate_hydra_dir", hydra_dir)
+import vla_sensor.eval.config
+import vla_sensor.hydra_dirs  # noqa: F401  (the run_log_dir resolver of evaluate.yaml)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -13,6 +13,7 @@ import os
 import hydra
 from omegaconf import DictConfig
 
+import vla_sensor.hydra_dirs
 import vla_sensor.serving.config  # noqa: F401  (registers the schema serve.yaml builds on)
 
 log = logging.getLogger("serve")

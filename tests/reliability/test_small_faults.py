@@ -1,4 +1,4 @@
-"""Small faults: ``evaluate.py`` on a missing run directory creates nothing; one trajectory (no validation
+"""Small faults: ``evaluate.py`` / ``serve.py`` on a missing run directory creates nothing; one trajectory (no validation
 split possible) trains, with a warning saying so."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from tests.training.helpers import REPO, env
 from vla_sensor.data.build import build_datasets
 
 
-@pytest.mark.parametrize("extra", [[], ["sim.episodes=1"]], ids=["offline", "closed_loop"])
-def test_evaluate_on_a_missing_run_dir_creates_nothing(tmp_path: Path, extra: list[str]) -> None:
+@pytest.mark.parametrize("script, extra", [("evaluate.py", ["cpu=true"]), ("evaluate.py", ["cpu=true", "sim.episodes=1"]),
+                                           ("serve.py", ["port=0"])], ids=["offline", "closed_loop", "serve"])
+def test_a_missing_run_dir_is_reported_and_not_created(tmp_path: Path, script: str, extra: list[str]) -> None:
     missing = tmp_path / "outputs" / "2099-01-01" / "00-00-00"
-    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), f"run_dir={missing}", "cpu=true", *extra],
+    proc = subprocess.run([sys.executable, str(REPO / script), f"run_dir={missing}", *extra],
                           cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0
     assert f"run_dir={missing}: no such directory" in proc.stderr + proc.stdout, proc.stderr[-3000:]
