@@ -18,9 +18,11 @@ from vla_sensor.data.windows import WindowSpec, adaptive_start_times, window_bou
 class LiveSensorStream:
     """The most recent ``capacity`` samples of one episode, and the time the policy was last queried at.
 
-    The samples live in one preallocated buffer of twice the capacity: an append writes only the new
-    rows, and once the buffer is full the kept rows move to its front (one copy per ``capacity``
-    samples), so a request never copies the whole history.
+    The sample values live in a ring of ``capacity`` rows: an append writes only the new rows and
+    nothing ever moves, so no request pays for copying the history (a window is copied out of the
+    ring once, in at most two pieces). The timestamps, which ``window_bounds`` searches, stay
+    contiguous in a buffer of twice the capacity whose kept part moves to its front when it is full
+    (8 bytes a sample: microseconds, where moving the values was tens of milliseconds).
     """
 
     def __init__(self, channels: int, capacity: int = 8192) -> None:
@@ -29,12 +31,14 @@ class LiveSensorStream:
         self.channels = int(channels)
         self.capacity = int(capacity)
         self._ts = np.empty(2 * self.capacity, np.float64)
-        self._values = np.empty((2 * self.capacity, self.channels), np.float32)
+        self._values = np.empty((self.capacity, self.channels), np.float32)  # sample k at row k % capacity
+        self._values.fill(0)  # touch every page now, at connect, not inside a request
         self.reset()
 
     def reset(self) -> None:
         """Forget the episode (call before each episode)."""
-        self._lo = self._hi = 0  # the kept rows are [_lo, _hi) of the buffer
+        self._lo = self._hi = 0  # the kept timestamps are [_lo, _hi) of their buffer
+        self._count = 0  # samples appended this episode; the kept ones are [_count - kept, _count)
         self.query_times: list[float] = []
 
     @property
@@ -44,8 +48,19 @@ class LiveSensorStream:
 
     @property
     def values(self) -> np.ndarray:
-        """The kept samples (a view: do not modify)."""
-        return self._values[self._lo : self._hi]
+        """The kept samples, oldest first (a copy)."""
+        kept = self._hi - self._lo
+        return self._copy_rows(self._count - kept, kept, np.empty((kept, self.channels), np.float32))
+
+    def _copy_rows(self, first: int, n: int, out: np.ndarray) -> np.ndarray:
+        """Samples ``first .. first + n`` (episode counts) into ``out[-n:]``: at most two pieces of the ring."""
+        if n:
+            lo = first % self.capacity
+            head = min(n, self.capacity - lo)
+            dst = out[out.shape[0] - n :]
+            dst[:head] = self._values[lo : lo + head]
+            dst[head:] = self._values[: n - head]
+        return out
 
     def append(self, timestamps: np.ndarray, values: np.ndarray) -> None:
         """Add the samples since the previous call (timestamps increasing, after the last one kept)."""
@@ -58,14 +73,17 @@ class LiveSensorStream:
             )
         timestamps, values = timestamps[-self.capacity :], values[-self.capacity :]
         n = timestamps.shape[0]
-        if self._hi + n > self._ts.shape[0]:  # full: move the kept rows to the front
+        if self._hi + n > self._ts.shape[0]:  # full: move the kept timestamps to the front
             kept = self._hi - self._lo
             self._ts[:kept] = self._ts[self._lo : self._hi]
-            self._values[:kept] = self._values[self._lo : self._hi]
             self._lo, self._hi = 0, kept
         self._ts[self._hi : self._hi + n] = timestamps
-        self._values[self._hi : self._hi + n] = values
+        lo = self._count % self.capacity
+        head = min(n, self.capacity - lo)
+        self._values[lo : lo + head] = values[:head]
+        self._values[: n - head] = values[head:]
         self._hi += n
+        self._count += n
         self._lo = max(self._lo, self._hi - self.capacity)
 
     @staticmethod
@@ -93,11 +111,9 @@ class LiveSensorStream:
         ends = np.asarray(self.query_times)
         start, end = window_bounds(self.timestamps, ends[-1:], spec, start_times=self._starts(spec, ends),
                                    source="live sensor stream")
-        rows = self.values[int(start[-1]) : int(end[-1])]
-        length = rows.shape[0]
+        first, length = int(start[-1]), int(end[-1]) - int(start[-1])
+        first += self._count - (self._hi - self._lo)  # in episode counts
         fixed = spec.fixed_length
         if fixed is None or length >= fixed:
-            return rows.copy(), length  # a copy: later appends reuse the buffer
-        out = np.zeros((fixed, self.channels), np.float32)
-        out[fixed - length :] = rows
-        return out, length
+            return self._copy_rows(first, length, np.empty((length, self.channels), np.float32)), length
+        return self._copy_rows(first, length, np.zeros((fixed, self.channels), np.float32)), length
