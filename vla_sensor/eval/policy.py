@@ -2,7 +2,8 @@
 
 Every piece of pre-processing is the dataset's own: the sensor window is cut by
 :class:`~vla_sensor.data.live.LiveSensorStream` with the run's window settings, the camera images are
-resized with :func:`~vla_sensor.data.images.resize_image` to the run's image size, the model's
+resized with :func:`~vla_sensor.data.images.resize_array` (the dataset's ``resize_image``; an image
+already at the run's size is used as is), the model's
 input transform and :func:`~vla_sensor.data.collate.collate_samples` build the batch, and a policy
 trained with a proprioceptive state gets the observation's ``state`` as the sample's ``state`` (robot
 units; the model normalises it with the training split's statistics). What the policy sees in closed
