@@ -1,4 +1,5 @@
-"""The attention readout (token layout, positions), the action losses and the proprioceptive state path."""
+"""The spatial readouts (token layout, positions; attention and flatten), the action losses and the
+proprioceptive state path."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from tests.models.conftest import ACTION_DIM, HORIZON, VIEWS
 from vla_sensor.models.action_head import masked_action_loss
-from vla_sensor.models.readout import PAD, TEXT, AttentionReadout
+from vla_sensor.models.readout import PAD, TEXT, AttentionReadout, FlattenReadout
 from vla_sensor.models.vla import LAYOUT_KEY, TOKENS_KEY, QwenVLAWithSensor
 
 STATS = {"mean": [0.5, -1.0, 2.0, 0.0, 0.1, 0.2, 3.0], "std": [2.0, 0.5, 1.0, 3.0, 1.0, 1.0, 0.25]}
@@ -57,21 +58,59 @@ def test_readout_settings_are_checked() -> None:
         AttentionReadout(16, num_queries=0)
 
 
-@pytest.mark.parametrize("fusion", ["late", "tokens"])
-def test_attention_readout_trains_in_both_fusions(tiny_model_factory, batch_for, fusion: str) -> None:
-    model = tiny_model_factory(pooling="attention", fusion=fusion, action_stats=STATS)
+def test_the_flatten_readout_reads_each_image_token_in_its_place() -> None:
+    """Swapping two image tokens changes the output; text and padding tokens are never read."""
+    torch.manual_seed(0)
+    readout = FlattenReadout(16, num_tokens=4, out_dim=8)
+    tokens = torch.randn(1, 6, 16)
+    layout = torch.tensor([[[TEXT, 0, 0], [0, 0, 0], [0, 0, 1], [1, 0, 0], [1, 0, 1], [PAD, 0, 0]]])
+    out = readout(tokens, layout)
+    assert out.shape == (1, 8)
+    swapped = tokens.clone()
+    swapped[0, [1, 4]] = tokens[0, [4, 1]]
+    assert not torch.allclose(out, readout(swapped, layout))
+    other = tokens.clone()
+    other[0, [0, 5]] = torch.randn(2, 16) * 100
+    torch.testing.assert_close(readout(other, layout), out)
+
+
+def test_the_flatten_readout_refuses_another_token_grid(tiny_model_factory, batch_for) -> None:
+    model = tiny_model_factory(pooling="flatten", readout_dim=32, action_stats=STATS)
+    merge = model.backbone_config.vision_config.spatial_merge_size
+    _, h, w = batch_for(model, 1)["image_grid_thw"][0].tolist()
+    assert model.readout.num_tokens == len(VIEWS) * (h // merge) * (w // merge) and model.readout.out_dim == 32
+    features = model.backbone_features(batch_for(model, 2))
+    layout = features[LAYOUT_KEY].clone()
+    first_image = int((layout[0, :, 0] >= 0).nonzero()[0])
+    layout[0, first_image, 0] = TEXT  # one image token fewer: another views/size grid
+    with pytest.raises(ValueError, match=rf"built for {model.readout.num_tokens} image tokens per sample"):
+        model.readout(features[TOKENS_KEY], layout)
+    with pytest.raises(ValueError, match="pooling=flatten reads a fixed token grid"):
+        tiny_model_factory(pooling="flatten", image_size=None)
+    with pytest.raises(ValueError, match="readout_dim"):
+        FlattenReadout(16, num_tokens=4, out_dim=0)
+
+
+@pytest.mark.parametrize(("pooling", "fusion"), [("attention", "late"), ("attention", "tokens"),
+                                                 ("flatten", "late"), ("flatten", "tokens")])
+def test_spatial_readouts_train_in_both_fusions(tiny_model_factory, batch_for, pooling: str, fusion: str) -> None:
+    model = tiny_model_factory(pooling=pooling, fusion=fusion, action_stats=STATS)
     model.configure_stage(1)
     batch = batch_for(model, 3)
     out = model(batch)
     assert out["pred_actions"].shape == (3, HORIZON, ACTION_DIM)
     out["loss"].backward()
-    assert model.readout.queries.grad is not None and model.readout.row_embed.weight.grad.abs().sum() > 0
+    if pooling == "attention":
+        assert model.readout.queries.grad is not None and model.readout.row_embed.weight.grad.abs().sum() > 0
+    else:
+        assert model.readout.proj.weight.grad.abs().sum() > 0
     assert model.readout in model.policy_modules()
 
 
-def test_stored_readout_inputs_give_the_same_loss(tiny_model_factory, batch_for) -> None:
+@pytest.mark.parametrize("pooling", ["attention", "flatten"])
+def test_stored_readout_inputs_give_the_same_loss(tiny_model_factory, batch_for, pooling: str) -> None:
     """What the feature cache stores (tokens and layout) stands in for the images exactly."""
-    model = tiny_model_factory(pooling="attention", action_stats=STATS).eval()
+    model = tiny_model_factory(pooling=pooling, action_stats=STATS).eval()
     batch = batch_for(model, 3)
     features = model.backbone_features(batch)
     assert features[TOKENS_KEY].shape[:2] == batch["input_ids"].shape
@@ -80,8 +119,9 @@ def test_stored_readout_inputs_give_the_same_loss(tiny_model_factory, batch_for)
         torch.testing.assert_close(model(stored | features)["loss"], model(batch)["loss"], rtol=0, atol=0)
 
 
-def test_attention_model_saves_and_reloads(tiny_model_factory, batch_for, tmp_path: Path) -> None:
-    model = tiny_model_factory(pooling="attention", readout_queries=2, action_stats=STATS).eval()
+@pytest.mark.parametrize("pooling", ["attention", "flatten"])
+def test_spatial_readout_model_saves_and_reloads(tiny_model_factory, batch_for, tmp_path: Path, pooling: str) -> None:
+    model = tiny_model_factory(pooling=pooling, readout_queries=2, readout_dim=24, action_stats=STATS).eval()
     batch = batch_for(model, 2)
     model.save_pretrained(tmp_path / "p")
     loaded = QwenVLAWithSensor.from_pretrained(tmp_path / "p").eval()

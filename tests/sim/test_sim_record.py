@@ -100,3 +100,24 @@ def test_target_range_zero_is_a_depth_only_task(tmp_path):
         assert fixed["surface_mm"] == free["surface_mm"] and fixed["stiffness_n_per_m"] == free["stiffness_n_per_m"]
     with pytest.raises(ValueError, match="target range"):
         record(tmp_path / "bad", 1, progress=False, views=(), target_range_mm=-1.0)
+
+
+def test_lateral_noise_executes_noisy_actions_and_records_the_experts(tmp_path):
+    """``--lateral-noise``: the tip wanders off the recorded actions; the recorded actions stay the
+    expert's (within its lateral speed limit), and the recording stays a function of the seed."""
+    args = ["--episodes", "1", "--seed", "4", "--views", "oak", "--image-size", "16", "--seconds", "1.0", "--no-progress"]
+    main([str(tmp_path / "clean"), *args])
+    main([str(tmp_path / "noisy"), *args, "--lateral-noise", "0.3"])
+    main([str(tmp_path / "again"), *args, "--lateral-noise", "0.3"])
+    clean = TrajectoryReader().read(tmp_path / "clean" / "episode_000000")
+    noisy = TrajectoryReader().read(tmp_path / "noisy" / "episode_000000")
+    moved = np.diff(noisy.states[:, :2], axis=0) - noisy.actions[:-1, :2]
+    assert np.abs(moved).max() > 0.1  # executed = recorded + noise
+    np.testing.assert_allclose(np.diff(clean.states[:, :2], axis=0), clean.actions[:-1, :2], atol=0.05)
+    assert np.abs(noisy.actions[:, :2]).max() <= 0.2 + 1e-6  # the expert's own, speed-limited actions
+    meta = json.loads((tmp_path / "noisy" / "episode_000000" / "meta.json").read_text())
+    assert meta["sim"]["lateral_noise_mm"] == 0.3
+    assert filecmp.cmp(tmp_path / "noisy" / "episode_000000" / "actions.npz",
+                       tmp_path / "again" / "episode_000000" / "actions.npz", shallow=False)
+    with pytest.raises(ValueError, match="lateral noise"):
+        record(tmp_path / "bad", 1, progress=False, views=(), lateral_noise_mm=-0.1)

@@ -32,6 +32,7 @@ class Pooling(str, Enum):
     last = "last"  # hidden state of the last non-pad token (the assistant turn's start)
     mean = "mean"  # masked mean over all non-pad tokens
     attention = "attention"  # learned queries cross-attending over all tokens, 2-D positions for image tokens
+    flatten = "flatten"  # the image tokens in grid order, concatenated, one linear layer (readout_dim)
 
 
 class BackboneFamily(str, Enum):
@@ -110,6 +111,7 @@ class ModelConfig:
     pooling: Pooling = Pooling.last
     readout_queries: int = 4  # pooling=attention: learned queries (the head reads queries x hidden values)
     readout_heads: int = 4  # pooling=attention: attention heads (must divide the backbone's hidden size)
+    readout_dim: int = 256  # pooling=flatten: width of the linear map from the token grid
     loss: LossType = LossType.l1
     huber_delta: float = 1.0  # loss=huber: where the loss turns from quadratic to linear (normalised units)
     # Per-action-dimension loss weights (empty: all 1); e.g. [4, 4, 1] weighs dx, dy four times dz.

@@ -1,11 +1,13 @@
-"""Spatial readout of the backbone's final hidden states (``model.pooling=attention``).
+"""Spatial readouts of the backbone's final hidden states (``model.pooling=attention|flatten``).
 
 A pooled vector (the last token, or the mean) squeezes every image token through one position of the
 sequence; a head reading it has to recover *where* something sits in the image from whatever the
 backbone happened to mix into that token. Here a few learned queries cross-attend over all the
 tokens instead, and each image token carries a learned 2-D position embedding (its view, row and
 column on the grid after the vision tower's spatial merge, from ``image_grid_thw``), so where a token
-sits is known to the head.
+sits is known to the head. ``flatten`` keeps every image token's hidden state in its place: the image
+tokens, in grid order, concatenated and projected by one linear layer (a linear map on the whole
+token grid, the readout a ridge probe of the target's position is).
 
 Token layout: ``token_layout(...)`` gives every sequence position ``(view, row, col)`` as int64,
 ``view = TEXT`` for text (and sensor) tokens, ``view = PAD`` for padding.
@@ -86,3 +88,33 @@ class AttentionReadout(nn.Module):
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)
         out, _ = self.attn(q, x, x, key_padding_mask=pad, need_weights=False)
         return out.reshape(x.shape[0], self.out_dim)
+
+
+class FlattenReadout(nn.Module):
+    """The ``num_tokens`` image tokens (grid order, each layer-normalised), concatenated; one linear
+    layer to ``out_dim``. Text tokens are not read. Every sample must carry the same number of image
+    tokens: the views and image size the model was built for."""
+
+    def __init__(self, hidden: int, num_tokens: int, out_dim: int = 256) -> None:
+        super().__init__()
+        if num_tokens < 1:
+            raise ValueError(f"flatten readout: expected at least 1 image token per sample, got {num_tokens}")
+        if out_dim < 1:
+            raise ValueError(f"model.readout_dim must be >= 1, got {out_dim}")
+        self.hidden, self.num_tokens, self.out_dim = int(hidden), int(num_tokens), int(out_dim)
+        self.norm = nn.LayerNorm(hidden)
+        self.proj = nn.Linear(self.num_tokens * self.hidden, self.out_dim)
+
+    def forward(self, tokens: Tensor, layout: Tensor) -> Tensor:
+        image = layout[..., 0] >= 0
+        counts = image.sum(1)
+        if bool((counts != self.num_tokens).any()):
+            raise ValueError(f"flatten readout: built for {self.num_tokens} image tokens per sample (its views "
+                             f"and data.image_size), got {counts.tolist()}; retrain for other views or sizes")
+        x = tokens[image].reshape(tokens.shape[0], self.num_tokens, self.hidden)  # row-major: grid order kept
+        return self.proj(self.norm(x.float()).flatten(1))
+
+
+def image_tokens_per_sample(views: int, image_size: tuple[int, int], factor: int) -> int:
+    """Merged image tokens of ``views`` images resized to ``image_size`` (``factor``: patch x merge pixels)."""
+    return int(views) * (int(image_size[0]) // factor) * (int(image_size[1]) // factor)

@@ -34,11 +34,11 @@ from vla_sensor.models.action_head import ActionHead, ActionNormalizer, masked_a
 from vla_sensor.models.backbone import LoadedBackbone, load_backbone, to_plain
 from vla_sensor.models.encoder_config import EncoderConfig
 from vla_sensor.models.model_config import ModelConfig
-from vla_sensor.models.readout import AttentionReadout, token_layout
+from vla_sensor.models.readout import AttentionReadout, FlattenReadout, image_tokens_per_sample, token_layout
 from vla_sensor.models.stages import apply_lora, configure_stage
 from vla_sensor.models.state import StateProjector, state_stats_of
 from vla_sensor.models.tokenizer import SENSOR_TOKEN, ensure_sensor_token
-from vla_sensor.models.vision import PromptSpec, QwenSampleTransform, collate_model_inputs
+from vla_sensor.models.vision import PromptSpec, QwenSampleTransform, collate_model_inputs, smart_resize
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
@@ -98,10 +98,13 @@ class QwenVLAWithSensor(nn.Module):
         self.stage: int | None = None
         self.lora_settings: dict[str, Any] | None = None
         self._init_backbone(backbone)
-        self.readout: AttentionReadout | None = None
+        self.readout: AttentionReadout | FlattenReadout | None = None
         vl_dim = self.hidden_size
         if self.pooling == "attention":
             self.readout = AttentionReadout(self.hidden_size, int(m["readout_queries"]), int(m["readout_heads"]))
+            vl_dim = self.readout.out_dim
+        elif self.pooling == "flatten":
+            self.readout = FlattenReadout(self.hidden_size, self._image_tokens(), int(m["readout_dim"]))
             vl_dim = self.readout.out_dim
         head_in = self._init_sensor_path(m, enc, int(sensor_channels)) - self.hidden_size + vl_dim
         self.state_dim = int(state_dim)
@@ -139,6 +142,15 @@ class QwenVLAWithSensor(nn.Module):
         self.hidden_size = loaded.hidden_size
         self.image_token_id = int(loaded.config.image_token_id)
         self.sensor_token_id: int | None = None
+
+    def _image_tokens(self) -> int:
+        """Image tokens per sample for the views and image size the model is built for (``flatten``)."""
+        if not self.view_selection or self.image_size is None:
+            raise ValueError("model.pooling=flatten reads a fixed token grid: the model needs its views and "
+                             "image size (data.view_selection, data.image_size) when it is built")
+        size = (self.image_size, self.image_size) if isinstance(self.image_size, int) else tuple(self.image_size)
+        resized = smart_resize(int(size[0]), int(size[1]), self.image_settings)
+        return image_tokens_per_sample(len(self.view_selection), resized, self.image_settings.factor)
 
     def _init_sensor_path(self, m: Mapping[str, Any], enc: Mapping[str, Any], channels: int) -> int:
         """The sensor encoder and its fusion layers; returns the action head's input width."""
@@ -512,7 +524,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 MODEL_FIELDS = ("sensor_enabled", "sensor_hidden_dim", "sensor_output_dim", "fusion", "num_sensor_tokens",
-                "pooling", "readout_queries", "readout_heads", "loss", "huber_delta", "loss_weights",
+                "pooling", "readout_queries", "readout_heads", "readout_dim", "loss", "huber_delta", "loss_weights",
                 "state_hidden_dim", "head_hidden_dim", "head_num_layers", "head_dropout")
 
 

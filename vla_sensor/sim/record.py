@@ -33,11 +33,21 @@ def episode_seed(seed: int, index: int) -> int:
 
 
 def record_episode(
-    env: InsertionEnv, expert: ScriptedExpert, seed: int, out_dir: str | Path, image_format: str = "png"
+    env: InsertionEnv, expert: ScriptedExpert, seed: int, out_dir: str | Path, image_format: str = "png",
+    lateral_noise_mm: float = 0.0,
 ) -> dict[str, Any]:
-    """Run the expert for the env's full episode length and write one trajectory; returns its meta."""
+    """Run the expert for the env's full episode length and write one trajectory; returns its meta.
+
+    ``lateral_noise_mm`` > 0 executes each action with Gaussian noise of that standard deviation added
+    to dx and dy, while ``actions.npz`` keeps the expert's own action (noise injection, as in DART): the
+    recording then holds the expert correcting a lateral error at every stage of the insertion, not
+    only in the first steps, which is what a learned policy needs to recover from its own errors.
+    """
+    if not lateral_noise_mm >= 0:
+        raise ValueError(f"lateral noise: expected a non-negative standard deviation in mm, got {lateral_noise_mm}")
     obs, info = env.reset(seed=seed)
     expert.reset()
+    noise = np.random.default_rng([int(seed), 1])
     frames: dict[str, list[np.ndarray]] = {v: [] for v in env.views}
     actions, states, sensors = [], [], [obs["sensor"]["values"]]
     times = [obs["sensor"]["timestamps"]]
@@ -47,7 +57,10 @@ def record_episode(
         states.append(obs["state"])  # where the tip is when the step's action is chosen, as the images
         action = expert.predict(obs)[0]
         actions.append(action)
-        obs, _, _, _, info = env.step(action)
+        executed = action.astype(np.float64)
+        if lateral_noise_mm > 0:
+            executed[:2] += noise.normal(0.0, lateral_noise_mm, 2)
+        obs, _, _, _, info = env.step(executed)
         sensors.append(obs["sensor"]["values"])
         times.append(obs["sensor"]["timestamps"])
     values = np.concatenate(sensors)
@@ -67,6 +80,7 @@ def record_episode(
             "peak_force_n": info["peak_force_n"],
             "final_depth_mm": info["tip_depth_mm"],
             "expert": asdict(expert.config),
+            "lateral_noise_mm": float(lateral_noise_mm),
         },
     }
     write_trajectory(
@@ -90,6 +104,7 @@ def record_into(
     expert: ExpertConfig | None = None,
     image_format: str = "png",
     progress: bool = True,
+    lateral_noise_mm: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Write ``episodes`` trajectories ``episode_000000`` ... under ``out_dir`` with ``env``; their metas.
 
@@ -110,7 +125,7 @@ def record_into(
         indices = tqdm(indices, desc="recording", unit="ep")
     for i in indices:
         path = Path(out_dir) / f"episode_{i:06d}"
-        metas.append(record_episode(env, demo, episode_seed(seed, i), path, image_format))
+        metas.append(record_episode(env, demo, episode_seed(seed, i), path, image_format, lateral_noise_mm))
         if progress:
             indices.set_postfix(success=f"{np.mean([m['success'] for m in metas]):.0%}")
     return metas
@@ -149,11 +164,12 @@ def record(
     image_format: str = "png",
     progress: bool = True,
     target_range_mm: float | None = None,
+    lateral_noise_mm: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Write ``episodes`` trajectories ``episode_000000`` ... under ``out_dir``; returns their metas."""
     env = recording_env(views, image_size, seconds, target_ranges(target_range_mm))
     try:
-        return record_into(env, out_dir, episodes, seed, expert, image_format, progress)
+        return record_into(env, out_dir, episodes, seed, expert, image_format, progress, lateral_noise_mm)
     finally:
         env.close()
 
@@ -170,12 +186,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--without-force", action="store_true", help="the expert ignores the force (a weaker demonstrator)")
     p.add_argument("--target-range", type=float, default=None, metavar="MM",
                    help="draw the target within ±MM (default 3; 0: always at the origin, a depth-only task)")
+    p.add_argument("--lateral-noise", type=float, default=0.0, metavar="MM",
+                   help="execute each action with Gaussian noise of this std on dx, dy; the expert's own "
+                        "action is recorded (noise injection: demonstrations of recovering from lateral errors)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     metas = record(
         a.out_dir, a.episodes, a.seed, a.views, a.image_size, a.seconds,
         ExpertConfig(use_force=not a.without_force), a.image_format, progress=not a.no_progress,
-        target_range_mm=a.target_range,
+        target_range_mm=a.target_range, lateral_noise_mm=a.lateral_noise,
     )
     ok = sum(m["success"] for m in metas)
     print(f"wrote {len(metas)} episodes to {a.out_dir} ({ok} successful)")
