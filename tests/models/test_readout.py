@@ -113,7 +113,11 @@ def test_stored_readout_inputs_give_the_same_loss(tiny_model_factory, batch_for,
     model = tiny_model_factory(pooling=pooling, action_stats=STATS).eval()
     batch = batch_for(model, 3)
     features = model.backbone_features(batch)
-    assert features[TOKENS_KEY].shape[:2] == batch["input_ids"].shape
+    if pooling == "attention":  # every token
+        assert features[TOKENS_KEY].shape[:2] == batch["input_ids"].shape
+    else:  # the image tokens only: what the flatten readout reads
+        assert features[TOKENS_KEY].shape[:2] == (3, model.readout.num_tokens)
+        assert (features[LAYOUT_KEY][..., 0] >= 0).all()
     stored = {k: v for k, v in batch.items() if k not in ("pixel_values", "image_grid_thw", "input_ids", "attention_mask")}
     with torch.no_grad():
         torch.testing.assert_close(model(stored | features)["loss"], model(batch)["loss"], rtol=0, atol=0)

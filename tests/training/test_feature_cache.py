@@ -64,24 +64,30 @@ def test_cached_run_matches_the_uncached_run(runs):
     assert [f.split("-")[0] for f in files] == ["train", "val"]
 
 
-def test_attention_readout_cached_run_matches_the_uncached_run(runs):
+@pytest.mark.parametrize("pooling", ["attention", "flatten"])
+def test_spatial_readout_cached_run_matches_the_uncached_run(runs, pooling):
     """model.pooling=attention: the cache stores every token's final hidden state and its layout, in the
-    backbone's dtype, and training on them gives the uncached run's losses and weights."""
+    backbone's dtype; model.pooling=flatten: the image tokens' only (8: 2 views of 2x2 merged tokens).
+    Training on them gives the uncached run's losses and weights."""
     tmp = runs[0]
-    extra = ["model.pooling=attention", f"trainer.feature_cache_dir={tmp / 'att_features'}"]
-    plain = _train(tmp, "att_plain", extra)
-    cached = _train(tmp, "att_cached", [*extra, "trainer.feature_cache=true"])
+    extra = [f"model.pooling={pooling}", f"trainer.feature_cache_dir={tmp / (pooling + '_features')}"]
+    plain = _train(tmp, f"{pooling}_plain", extra)
+    cached = _train(tmp, f"{pooling}_cached", [*extra, "trainer.feature_cache=true"])
     a, b = read_metrics(plain), read_metrics(cached)
     np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5, atol=1e-6)
     wa, wb = load_file(plain / "final" / "model.safetensors"), load_file(cached / "final" / "model.safetensors")
     assert any(name.startswith("readout.") for name in wa)
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=1e-5, atol=1e-6, msg=name)
-    npy = next((tmp / "att_features" / "features").glob("train-*.npy"))
+    npy = next((tmp / (pooling + "_features") / "features").glob("train-*.npy"))
     records = np.load(npy, mmap_mode="r")
     assert records.dtype.names == ("tokens", "layout") and records["tokens"].dtype == np.float32
     length, hidden = records["tokens"].shape[1:]
     assert hidden == 64 and records["layout"].shape[1:] == (length, 3)
+    if pooling == "flatten":
+        assert length == 8 and (records["layout"][..., 0] >= 0).all()
+    else:
+        assert length > 8 and (records["layout"][..., 0] < 0).any()  # text tokens too
     meta = json.loads(npy.with_suffix(".json").read_text())
     assert meta["data_bytes"] == records.shape[0] * length * (hidden * 4 + 3 * 2)
 

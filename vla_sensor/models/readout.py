@@ -105,13 +105,19 @@ class FlattenReadout(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.proj = nn.Linear(self.num_tokens * self.hidden, self.out_dim)
 
-    def forward(self, tokens: Tensor, layout: Tensor) -> Tensor:
+    def select(self, tokens: Tensor, layout: Tensor) -> tuple[Tensor, Tensor]:
+        """The image tokens only, (B, num_tokens, hidden) and their layout (B, num_tokens, 3), in grid
+        order: all this readout reads, hence all the feature cache stores for it."""
         image = layout[..., 0] >= 0
         counts = image.sum(1)
         if bool((counts != self.num_tokens).any()):
             raise ValueError(f"flatten readout: built for {self.num_tokens} image tokens per sample (its views "
                              f"and data.image_size), got {counts.tolist()}; retrain for other views or sizes")
-        x = tokens[image].reshape(tokens.shape[0], self.num_tokens, self.hidden)  # row-major: grid order kept
+        b = tokens.shape[0]  # boolean indexing is row-major: each sample's grid order is kept
+        return tokens[image].reshape(b, self.num_tokens, self.hidden), layout[image].reshape(b, self.num_tokens, 3)
+
+    def forward(self, tokens: Tensor, layout: Tensor) -> Tensor:
+        x, _ = self.select(tokens, layout)
         return self.proj(self.norm(x.float()).flatten(1))
 
 

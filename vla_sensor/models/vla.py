@@ -317,7 +317,8 @@ class QwenVLAWithSensor(nn.Module):
         """The frozen backbone's part of late fusion, in the backbone's dtype: what the readout reads.
         ``pooling=last|mean``: ``{"vl_features": (B, hidden)}``, the pooled feature before ``vl_norm``;
         ``pooling=attention``: ``{"vl_tokens": (B, L, hidden), "vl_token_layout": (B, L, 3)}``, every
-        token's final hidden state and its (view, row, col). The feature cache stores exactly this."""
+        token's final hidden state and its (view, row, col); ``pooling=flatten``: the same for the image
+        tokens only, (B, N image tokens, ...). The feature cache stores exactly this."""
         inputs = self._model_inputs(batch)
         with contextlib.nullcontext() if self._backbone_needs_grad() else torch.no_grad():
             return self._readout_inputs(self._run_backbone(inputs, None), inputs)
@@ -328,6 +329,8 @@ class QwenVLAWithSensor(nn.Module):
             return {FEATURES_KEY: self._pooled(hidden, ids, mask)}
         merge = int(getattr(self.backbone_config.vision_config, "spatial_merge_size", 2))
         layout = token_layout(ids, mask, self.image_token_id, inputs["image_grid_thw"], merge)
+        if isinstance(self.readout, FlattenReadout):
+            hidden, layout = self.readout.select(hidden, layout)
         return {TOKENS_KEY: hidden, LAYOUT_KEY: layout}
 
     def _read(self, features: Mapping[str, Tensor]) -> Tensor:
