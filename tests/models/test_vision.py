@@ -55,6 +55,59 @@ def test_custom_processor_settings_match_official() -> None:
     assert smart_resize(112, 84, settings) == (112, 84)
 
 
+def _every_byte_value(size: tuple[int, int], seed: int) -> np.ndarray:
+    """(3, H, W) uint8 holding all 256 values in every channel, shuffled differently per channel."""
+    rng = np.random.default_rng(seed)
+    flat = np.resize(np.arange(256, dtype=np.uint8), size[0] * size[1])
+    return np.stack([rng.permutation(flat).reshape(size) for _ in range(3)])
+
+
+@pytest.mark.parametrize("settings", [
+    ImageSettings(),
+    ImageSettings(image_mean=(0.5, 0.4, 0.3), image_std=(0.2, 0.25, 0.3), rescale_factor=1 / 127.5),
+    ImageSettings(rescale_factor=0.0037),  # no float32 divisor gives the table's rescale: the float64 product
+], ids=["clip", "custom", "float64-rescale"])
+@pytest.mark.parametrize("views,size", [(1, (224, 224)), (2, (56, 84))])
+def test_patching_into_buffers_is_bit_identical_to_the_table(settings: ImageSettings, views: int,
+                                                            size: tuple[int, int]) -> None:
+    """Every byte value of every channel, from (3, H, W) arrays and from (H, W, 3) camera frames seen
+    transposed: the buffered passes give the lookup table's bits (which equal the official processor's)."""
+    patchifier = PixelPatchifier(settings)
+    buffers = patchifier.buffers(views, *size)
+    images = np.stack([_every_byte_value(size, seed) for seed in range(views)])
+    want_pv, want_grid = patchifier(images)
+    got_pv, got_grid = patchifier(images, buffers)
+    assert torch.equal(got_pv, want_pv) and torch.equal(got_grid, want_grid)
+    frames = [np.ascontiguousarray(img.transpose(1, 2, 0)) for img in images]  # (H, W, 3), as cameras give
+    got_pv, _ = patchifier([f.transpose(2, 0, 1) for f in frames], buffers)
+    assert torch.equal(got_pv, want_pv)
+
+
+def test_buffers_are_overwritten_by_the_next_call_and_the_grid_is_the_callers() -> None:
+    patchifier = PixelPatchifier(ImageSettings())
+    buffers = patchifier.buffers(2, 56, 56)
+    rng = np.random.default_rng(4)
+    first, second = (rng.integers(0, 256, (2, 3, 56, 56), dtype=np.uint8) for _ in range(2))
+    pv1, grid1 = patchifier(first, buffers)
+    kept = pv1.clone()
+    grid1[0, 0] = 99  # a caller's change to its grid does not reach the next call
+    pv2, grid2 = patchifier(second, buffers)
+    assert torch.equal(pv2, patchifier(second)[0]) and grid2.tolist() == [[1, 4, 4]] * 2
+    assert torch.equal(kept, patchifier(first)[0])
+    assert pv1.data_ptr() == pv2.data_ptr()  # one storage, reused: the documented contract
+
+
+def test_buffers_refuse_sizes_the_processor_resizes_and_images_of_another_shape() -> None:
+    patchifier = PixelPatchifier(ImageSettings())
+    with pytest.raises(ValueError, match="resized by the processor"):
+        patchifier.buffers(1, 60, 90)
+    buffers = patchifier.buffers(2, 56, 56)
+    with pytest.raises(ValueError, match="expected 2 images"):
+        patchifier(np.zeros((1, 3, 56, 56), np.uint8), buffers)
+    with pytest.raises(ValueError, match=r"expected uint8 images of shape \(3, 56, 56\)"):
+        patchifier(np.zeros((2, 3, 56, 84), np.uint8), buffers)
+
+
 def _transform(num_sensor_tokens: int = 0, views: list[str] | None = None) -> QwenSampleTransform:
     loaded = load_backbone(None)
     tok = loaded.tokenizer

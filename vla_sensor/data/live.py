@@ -23,15 +23,23 @@ class LiveSensorStream:
     ring once, in at most two pieces). The timestamps, which ``window_bounds`` searches, stay
     contiguous in a buffer of twice the capacity whose kept part moves to its front when it is full
     (8 bytes a sample: microseconds, where moving the values was tens of milliseconds).
+
+    ``mirror`` rows after the ring repeat its first ones (written twice by an append), so that any
+    window of at most ``mirror`` rows lies in one piece: :meth:`window` can then hand it out as a view
+    of the ring, with no copy at all.
     """
 
-    def __init__(self, channels: int, capacity: int = 8192) -> None:
+    def __init__(self, channels: int, capacity: int = 8192, mirror: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity: expected a positive number of samples, got {capacity}")
+        if not 0 <= mirror <= capacity:
+            raise ValueError(f"mirror: expected 0 to capacity ({capacity}) rows, got {mirror}")
         self.channels = int(channels)
         self.capacity = int(capacity)
+        self.mirror = int(mirror)
         self._ts = np.empty(2 * self.capacity, np.float64)
-        self._values = np.empty((self.capacity, self.channels), np.float32)  # sample k at row k % capacity
+        # sample k at row k % capacity; rows capacity + r (r < mirror) repeat row r
+        self._values = np.empty((self.capacity + self.mirror, self.channels), np.float32)
         self._values.fill(0)  # touch every page now, at connect, not inside a request
         self.reset()
 
@@ -82,6 +90,10 @@ class LiveSensorStream:
         head = min(n, self.capacity - lo)
         self._values[lo : lo + head] = values[:head]
         self._values[: n - head] = values[head:]
+        for start, stop in ((lo, lo + head), (0, n - head)):  # the rows written that have a mirror
+            stop = min(stop, self.mirror)
+            if start < stop:
+                self._values[self.capacity + start : self.capacity + stop] = self._values[start:stop]
         self._hi += n
         self._count += n
         self._lo = max(self._lo, self._hi - self.capacity)
@@ -97,11 +109,16 @@ class LiveSensorStream:
             return np.array([-np.inf])
         return adaptive_start_times(ends, spec.window_seconds)[-1:]
 
-    def window(self, spec: WindowSpec, time: float | None = None) -> tuple[np.ndarray, int]:
+    def window(self, spec: WindowSpec, time: float | None = None, out: np.ndarray | None = None,
+               share: bool = False) -> tuple[np.ndarray, int]:
         """The float32 (T, C) window ending at ``time`` (default: the latest sample) and its valid length.
 
         ``time`` joins :attr:`query_times`: an adaptive window starts at the previous query, as a
-        recorded one starts at the previous action step.
+        recorded one starts at the previous action step. ``out``: a reused (rows, C) float32 buffer the
+        window is written into (only its padding rows zeroed) and returned a view of, when it has the
+        rows; otherwise the window is a new array. ``share``: a window that needs no padding and lies
+        in one piece of the ring (always, within ``mirror`` rows) is returned as a view of the ring
+        (do not modify: it is the history), valid until the next :meth:`append`.
         """
         if not self.timestamps.shape[0]:
             raise ObservationError("sensor: no sample received yet; the first observation must carry one")
@@ -114,6 +131,14 @@ class LiveSensorStream:
         first, length = int(start[-1]), int(end[-1]) - int(start[-1])
         first += self._count - (self._hi - self._lo)  # in episode counts
         fixed = spec.fixed_length
-        if fixed is None or length >= fixed:
+        rows = length if fixed is None or length >= fixed else fixed
+        lo = first % self.capacity
+        if share and rows == length and (lo + length <= self.capacity or length <= self.mirror):
+            return self._values[lo : lo + length], length
+        if out is not None and out.dtype == np.float32 and out.shape[1:] == (self.channels,) and out.shape[0] >= rows:
+            window = out[:rows]
+            window[: rows - length] = 0
+            return self._copy_rows(first, length, window), length
+        if rows == length:
             return self._copy_rows(first, length, np.empty((length, self.channels), np.float32)), length
         return self._copy_rows(first, length, np.zeros((fixed, self.channels), np.float32)), length

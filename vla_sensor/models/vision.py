@@ -93,6 +93,19 @@ def _pil_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(out).transpose(2, 0, 1)
 
 
+class PatchBuffers:
+    """Reused storage for :meth:`PixelPatchifier.__call__` on ``views`` images of one size (a server's
+    session keeps one): no page is allocated or faulted per request. Its ``pixel_values`` are
+    overwritten by the next call that uses it."""
+
+    def __init__(self, views: int, height: int, width: int, settings: ImageSettings) -> None:
+        p, tp = settings.patch_size, settings.temporal_patch_size
+        self.shape = (int(views), 3, int(height), int(width))
+        self.values = np.zeros(self.shape, np.float32)  # the normalised pixels, image order
+        self.pixel_values = np.zeros((views * (height // p) * (width // p), 3 * tp * p * p), np.float32)
+        self.grids = torch.tensor([[1, height // p, width // p]] * views, dtype=torch.long)
+
+
 class PixelPatchifier:
     """uint8 images (V, 3, H, W) -> (pixel_values (sum patches, D), image_grid_thw (V, 3))."""
 
@@ -104,6 +117,18 @@ class PixelPatchifier:
         mean = np.asarray(settings.image_mean, dtype=np.float32)[:, None]
         std = np.asarray(settings.image_std, dtype=np.float32)[:, None]
         self._lut = (values[None, :] - mean) / std  # (3, 256) float32
+        self._mean, self._std = mean[:, :, None], std[:, :, None]  # (3, 1, 1): per channel
+        # The buffered path computes the table's arithmetic per pixel (each step IEEE-exact, so the same
+        # bits); its rescale is one float32 division where that gives the table's float64 product for
+        # every byte value (1/255 does), else the float64 product itself.
+        divisor = np.float32(1 / settings.rescale_factor)
+        self._divisor = divisor if np.array_equal(np.arange(256, dtype=np.float32) / divisor, values) else None
+
+    def buffers(self, views: int, height: int, width: int) -> PatchBuffers:
+        """Storage for calls on ``views`` images of ``height`` x ``width`` (already at a processed size)."""
+        if smart_resize(height, width, self.settings) != (height, width):
+            raise ValueError(f"{height}x{width} is resized by the processor; buffers hold processed sizes only")
+        return PatchBuffers(views, height, width, self.settings)
 
     def patchify(self, image: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         s = self.settings
@@ -121,13 +146,44 @@ class PixelPatchifier:
         x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], tp, p, p))
         return torch.from_numpy(x.reshape(gh * gw, 3 * tp * p * p)), (1, gh, gw)
 
-    def __call__(self, images: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: np.ndarray | torch.Tensor | Sequence[np.ndarray],
+                 buffers: PatchBuffers | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The patches of ``images``; with ``buffers`` (images of its shape) written into them in a few
+        vectorised passes — rescale, subtract the mean, divide by the std, one copy into patch order
+        with the frame duplicated — the same values bit for bit, nothing allocated. Returns a view of
+        ``buffers.pixel_values``."""
+        if buffers is not None:
+            return self._into(images, buffers)
         patches, grids = [], []
         for image in images:
             pv, thw = self.patchify(image)
             patches.append(pv)
             grids.append(thw)
         return torch.cat(patches, 0), torch.tensor(grids, dtype=torch.long)
+
+    def _into(self, images: np.ndarray | torch.Tensor | Sequence[np.ndarray], buffers: PatchBuffers
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(images) != buffers.shape[0]:
+            raise ValueError(f"expected {buffers.shape[0]} images for these buffers, got {len(images)}")
+        x = buffers.values
+        for v, image in enumerate(images):  # any strides (e.g. an (H, W, 3) camera frame transposed)
+            img = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+            if img.dtype != np.uint8 or img.shape != buffers.shape[1:]:
+                raise ValueError(f"expected uint8 images of shape {buffers.shape[1:]}, got {img.dtype} "
+                                 f"{tuple(img.shape)}")
+            if self._divisor is not None:
+                np.divide(img, self._divisor, out=x[v])
+            else:
+                np.multiply(img, np.float64(self.settings.rescale_factor), out=x[v], casting="same_kind")
+        np.subtract(x, self._mean, out=x)
+        np.divide(x, self._std, out=x)
+        s = self.settings
+        p, m, tp = s.patch_size, s.merge_size, s.temporal_patch_size
+        v, _, h, w = buffers.shape
+        gh, gw = h // p, w // p
+        x = x.reshape(v, 3, gh // m, m, p, gw // m, m, p).transpose(0, 2, 5, 3, 6, 1, 4, 7)
+        np.copyto(buffers.pixel_values.reshape(v, gh // m, gw // m, m, m, 3, tp, p, p), x[:, :, :, :, :, :, None])
+        return torch.from_numpy(buffers.pixel_values), buffers.grids.clone()
 
 
 @dataclass

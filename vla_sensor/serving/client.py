@@ -13,13 +13,14 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
+import msgpack
 import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from vla_sensor.data.observation import Observation, ObservationError
 from vla_sensor.serving import protocol as P
-from vla_sensor.serving.codec import ProtocolError, decode_array, pack, unpack
+from vla_sensor.serving.codec import ProtocolError, decode_array, encode_default, unpack
 from vla_sensor.serving.config import ServeConfig
 
 
@@ -43,6 +44,9 @@ class PolicyClient:
         self.jpeg_quality = jpeg_quality
         self.last_timing: dict[str, float] = {}
         self._ws: ClientConnection | None = None
+        # one msgpack buffer for every request: a fresh one would grow (and page-fault) through the
+        # half-megabyte of a request's images and sensor rows each time; sent without a copy out of it
+        self._packer = msgpack.Packer(default=encode_default, use_bin_type=True, autoreset=False)
         self.metadata: dict[str, Any] = {}
         self._connect()
 
@@ -98,13 +102,17 @@ class PolicyClient:
             self._connect()
         assert self._ws is not None
         start = time.perf_counter()
-        frame = pack(message)
+        self._packer.reset()
+        self._packer.pack(message)
         sent = time.perf_counter()
         try:
-            self._ws.send(frame)
+            with self._packer.getbuffer() as frame:
+                self._ws.send(frame)
         except ConnectionClosed:
             self._ws = None
             raise ServingError(f"{self.url} closed the connection") from None
+        finally:
+            self._packer.reset()
         reply = self._receive()
         if reply.get("type") == "error":
             text = reply.get("message", "")

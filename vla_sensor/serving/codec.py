@@ -55,7 +55,8 @@ def decode_array(obj: Any, where: str) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
-def _encode_default(obj: Any) -> Any:
+def encode_default(obj: Any) -> Any:
+    """msgpack's ``default``: numpy arrays as typed-array maps, numpy scalars as numbers."""
     if isinstance(obj, np.ndarray):
         return encode_array(obj)
     if isinstance(obj, np.generic):
@@ -65,7 +66,7 @@ def _encode_default(obj: Any) -> Any:
 
 def pack(message: dict[str, Any]) -> bytes:
     """``message`` as msgpack; numpy arrays (at any depth) become typed-array maps."""
-    return msgpack.packb(message, default=_encode_default, use_bin_type=True)
+    return msgpack.packb(message, default=encode_default, use_bin_type=True)
 
 
 def unpack(frame: bytes) -> dict[str, Any]:

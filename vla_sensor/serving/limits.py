@@ -33,16 +33,22 @@ def _count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def check_request(obs: Mapping[str, Any], tokenizer: Any, max_tokens: int, min_side: int) -> None:
+def check_request(obs: Mapping[str, Any], tokenizer: Any, max_tokens: int, min_side: int,
+                  accepted: set[str] | None = None) -> None:
     """Refuse (ObservationError naming the field and the limit) an instruction over ``max_tokens`` tokens
-    or an image with a side below ``min_side`` pixels; anything else is left to the contract's checks."""
+    or an image with a side below ``min_side`` pixels; anything else is left to the contract's checks.
+
+    ``accepted``: instructions already found within the limit (a robot sends the same one every step:
+    it is tokenized once, not per request); those found now are added, up to 256."""
     text = obs.get("instruction")
-    if isinstance(text, str):
+    if isinstance(text, str) and not (accepted is not None and text in accepted):
         n = instruction_tokens(tokenizer, text, max_tokens)
         if n > max_tokens:
             size = f"{n} tokens" if len(text) <= MAX_CHARS_PER_TOKEN * max_tokens else f"{len(text)} characters"
             raise ObservationError(f"instruction: {size} exceeds the server's limit of {max_tokens} tokens "
                                    "(max_instruction_tokens)")
+        if accepted is not None and len(accepted) < 256:
+            accepted.add(text)
     images = obs.get("images")
     if isinstance(images, Mapping):
         for view, img in images.items():
