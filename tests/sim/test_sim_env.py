@@ -123,3 +123,29 @@ def test_observations_carry_the_tip_position_as_state(env):
         obs, *_, info = env.step(np.array([0.2, -0.1, 0.0], np.float32))
         np.testing.assert_allclose(obs["state"], info["tip_mm"], atol=1e-4)  # at the step's end
     np.testing.assert_allclose(obs["state"] - start, [0.4, -0.2, 0.0], atol=0.02)  # moves with the commands
+
+
+def test_success_needs_the_tip_held_not_passing_slowly_through_the_band():
+    """A blind descent at 0.1 mm per step stays in the ±0.3 mm band for 0.6 s but never holds still
+    there: no success. Stopping in the band is one after 0.5 s."""
+    params = SceneParams(surface_mm=3.0, stiffness_n_per_m=300.0, target_x_mm=0.0, target_y_mm=0.0)
+    e = InsertionEnv(views=(), terminate_on_success=False)
+    try:
+        e.reset(seed=0, options={"params": params})
+        for dz in [-1.0] * 8 + [-0.2] * 3:  # to 1.4 mm, just above the band (0.7-1.3 mm)
+            e.step([0.0, 0.0, dz])
+        depths, holds = [], []
+        for _ in range(12):  # through the band and out of it, 0.1 mm per step
+            _, _, _, _, info = e.step([0.0, 0.0, -0.1])
+            depths.append(info["tip_depth_mm"])
+            holds.append(info["hold_s"])
+        assert max(holds) >= 0.5  # long enough in the band for the old, speed-blind criterion
+        assert min(depths) < 1.7 and max(depths) > 2.3 and not info["success"]
+        e.reset(seed=0, options={"params": params})
+        for dz in [-1.0] * 8 + [-0.2] * 3 + [-0.4]:  # to 1.0 mm: 2.0 mm deep, then hold
+            e.step([0.0, 0.0, dz])
+        for _ in range(8):
+            _, _, _, _, info = e.step([0.0, 0.0, 0.0])
+        assert info["success"] and 1.55 <= info["time_to_success_s"] <= 1.75  # 0.5 s after it entered the band
+    finally:
+        e.close()

@@ -114,6 +114,7 @@ class InsertionEnv(gym.Env):
         self._step = 0
         self._sample = 0
         self._peak, self._hold, self._violated = 0.0, 0.0, False
+        self._held: list[float] = []  # depths of the current run of in-target samples
         self._reached_at: float | None = None
         self._clipped = False
         force, tip = self._read()
@@ -220,10 +221,17 @@ class InsertionEnv(gym.Env):
         depth = p.surface_mm - tips[:, 2]
         lateral = np.hypot(tips[:, 0] - p.target_x_mm, tips[:, 1] - p.target_y_mm)
         ok = (np.abs(depth - c.target_depth_mm) <= c.depth_tolerance_mm) & (lateral <= c.lateral_tolerance_mm)
+        window = max(1, round(c.hold_s * PHYSICS_HZ))
         for k in range(times.shape[0]):
-            self._hold = self._hold + 1.0 / PHYSICS_HZ if ok[k] else 0.0
-            if self._reached_at is None and self._hold >= c.hold_s - 1e-9 and not self._violated:
-                self._reached_at = float(times[k])
+            if ok[k]:
+                self._held.append(float(depth[k]))
+            else:
+                self._held.clear()
+            self._hold = len(self._held) / PHYSICS_HZ
+            if self._reached_at is None and len(self._held) >= window and not self._violated:
+                recent = self._held[-window:]
+                if max(recent) - min(recent) <= c.hold_travel_mm + 1e-9:  # at rest, not passing through
+                    self._reached_at = float(times[k])
         self._peak = max(self._peak, float(forces.max()))
         self._violated = self._violated or self._peak > c.force_limit_n
         self._last_depths = depth
