@@ -28,7 +28,7 @@ PARTS = {  # timing key -> what it measures
     "transfer_ms": "transfer (loopback, websocket framing, both ways)",
     "queue_ms": "server: wait for the model thread",
     "decode_ms": "server: decode the request",
-    "preprocess_ms": "server: pre-processing (window, resize, processor, collate)",
+    "preprocess_ms": "server: pre-processing (checks, sensor window, resize, patches, prompt, batch)",
     "model_ms": "server: model forward",
     "encode_ms": "server: encode the reply",
     "client_decode_ms": "client: decode the reply",
