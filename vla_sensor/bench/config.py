@@ -110,6 +110,9 @@ class FeatureCacheBenchConfig:
     repeats: int = 5
     warmup: int = 1
     load_repeats: int = 3  # batches loaded (with images / with features) per timing
+    # what the readout reads, hence what is stored: last|mean (one vector), attention (every token),
+    # flatten (the image tokens; the full insertion task's readout)
+    pooling: str = "flatten"
     # the larger backbone (0 layers: tiny only); 224x224 views make the vision tower the bulk of it
     large_layers: int = 6
     large_hidden: int = 256

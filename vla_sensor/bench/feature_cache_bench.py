@@ -46,12 +46,13 @@ def large_arch(cfg: FeatureCacheBenchConfig) -> dict[str, Any]:
     return arch
 
 
-def _model(arch: dict[str, Any] | None, views: list[str], image_size: int) -> Any:
+def _model(arch: dict[str, Any] | None, views: list[str], image_size: int, pooling: str) -> Any:
     from vla_sensor.models.vla import QwenVLAWithSensor
 
     torch.manual_seed(0)
     backbone = {"random_init": True, "arch": arch} if arch else None
-    model = QwenVLAWithSensor(backbone=backbone, config={"sensor_hidden_dim": 64, "sensor_output_dim": 128},
+    model = QwenVLAWithSensor(backbone=backbone,
+                              config={"sensor_hidden_dim": 64, "sensor_output_dim": 128, "pooling": pooling},
                               action_dim=7, horizon=8, view_selection=views, image_size=(image_size, image_size))
     model.configure_stage(1)
     return model.train()
@@ -83,7 +84,7 @@ def measure_config(label: str, arch: dict[str, Any] | None, image_size: int, cfg
     from vla_sensor.data.loader import build_loader
     from vla_sensor.training.feature_cache import FeatureDataset, open_store
 
-    model = _model(arch, views, image_size)
+    model = _model(arch, views, image_size, cfg.pooling)
     ds = _dataset(model, recordings, views, image_size)
     batches = [list(range(i, i + cfg.batch_size)) for i in range(0, cfg.batch_size * 2, cfg.batch_size)]
     batch = next(iter(build_loader(ds, ds.config, shuffle=False, batches=batches[:1])))
@@ -117,7 +118,7 @@ def measure_config(label: str, arch: dict[str, Any] | None, image_size: int, cfg
     uncached, cached_s, fwd = t["uncached"].min, t["cached"].min, t["backbone"].min
     removed = (uncached - cached_s) / fwd
     row = {
-        "config": label, "image_size": image_size, "views": len(views), "batch_size": cfg.batch_size,
+        "config": label, "pooling": cfg.pooling, "image_size": image_size, "views": len(views), "batch_size": cfg.batch_size,
         "hidden_size": model.hidden_size,
         "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
         "uncached_step": t["uncached"].to_dict(), "cached_step": t["cached"].to_dict(),
@@ -153,7 +154,8 @@ def format_section(result: dict[str, Any], heading: str) -> str:
     for r in result.get("rows", []):
         loads = r["batch_load"]
         rows.append([
-            f"{r['config']}, {r['views']} views {r['image_size']}×{r['image_size']}, B={r['batch_size']}",
+            f"{r['config']}, {r['views']} views {r['image_size']}×{r['image_size']}, B={r['batch_size']}, "
+            f"model.pooling={r.get('pooling', 'last')}",
             fmt.timing(r["uncached_step"]), fmt.timing(r["cached_step"]), fmt.timing(r["backbone_forward"]),
             _pct(r["backbone_share"]), f"**{_pct(r['backbone_time_removed'])}**"
             + (" (target met)" if r["target_met"] else " (target missed)"),
