@@ -37,8 +37,8 @@ class InputBuffers:
     """One session's reused pre-processing storage: the padded sensor window and the pixel patches.
 
     Allocated (and every page touched) once, when the session starts, so a request writes into warm
-    memory instead of fresh pages (a new array over 128 KiB is fresh ``mmap``'d memory, faulted in
-    page by page on every request). A batch built in them (or sharing the sensor ring's rows) is valid
+    memory instead of fresh pages (by default glibc gives an array over 128 KiB fresh ``mmap``'d
+    memory, faulted in page by page). A batch built in them (or sharing the sensor ring's rows) is valid
     until the session's next one.
     """
 
