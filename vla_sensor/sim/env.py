@@ -113,7 +113,7 @@ class InsertionEnv(gym.Env):
         self._setpoint_log = [self._setpoint.copy()]
         self._step = 0
         self._sample = 0
-        self._peak, self._hold, self._violated = 0.0, 0.0, False
+        self._peak, self._violated = 0.0, False
         self._held: list[float] = []  # depths of the current run of in-target samples
         self._reached_at: float | None = None
         self._clipped = False
@@ -227,7 +227,6 @@ class InsertionEnv(gym.Env):
                 self._held.append(float(depth[k]))
             else:
                 self._held.clear()
-            self._hold = len(self._held) / PHYSICS_HZ
             if self._reached_at is None and len(self._held) >= window and not self._violated:
                 recent = self._held[-window:]
                 if max(recent) - min(recent) <= c.hold_travel_mm + 1e-9:  # at rest, not passing through
@@ -264,7 +263,7 @@ class InsertionEnv(gym.Env):
             "lateral_error_mm": float(np.hypot(tip[0] - p.target_x_mm, tip[1] - p.target_y_mm)),
             "force_n": float(force),
             "peak_force_n": self._peak,
-            "hold_s": self._hold,
+            "hold_s": len(self._held) / PHYSICS_HZ,
             "success": self.success,
             "time_to_success_s": self._reached_at if self.success else None,
             "force_limit_exceeded": self._violated,
